@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", global.threads, "CPU threads for tensor math (default: all cores)");
   app.add_option("--log-level", global.log_level, "trace, debug, info, warn, error")->capture_default_str();
 
-  add_info_command(app, global);
+  add_registered_commands(app, global);
 
   app.parse_complete_callback([&]() {
     spdlog::set_level(spdlog::level::from_str(global.log_level));

@@ -7,6 +7,7 @@
 
 namespace guardkit::cli {
 
+namespace {
 void add_info_command(CLI::App& app, GlobalOptions& global) {
   auto* cmd = app.add_subcommand("info", "Print the version, libtorch build and thread settings");
   cmd->callback([]() {
@@ -16,5 +17,8 @@ void add_info_command(CLI::App& app, GlobalOptions& global) {
     fmt::print("{}\n", at::show_config());
   });
 }
+}  // namespace
+
+GUARDKIT_COMMAND(10, add_info_command);
 
 }  // namespace guardkit::cli
