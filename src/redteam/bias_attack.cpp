@@ -115,37 +115,18 @@ TrialRecord from_json(const json& j) {
   return r;
 }
 
-// Reads the records already logged. A kill can leave a torn last line: it is cut off (with a warning) so the rerun
-// redoes that trial; a torn line anywhere else means the file is not ours and is an error.
 std::map<std::string, TrialRecord> read_log(const fs::path& path) {
   std::map<std::string, TrialRecord> done;
-  if (!fs::exists(path)) return done;
-  std::ifstream in(path, std::ios::binary);
-  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t pos = 0, line_no = 0, good_end = 0;
-  while (pos < content.size()) {
-    const size_t nl = content.find('\n', pos);
-    ++line_no;
-    const bool complete = nl != std::string::npos;
-    const std::string line = content.substr(pos, complete ? nl - pos : std::string::npos);
-    auto parsed = json::parse(line, nullptr, false);
-    if (parsed.is_discarded() || !complete) {
-      const bool last = !complete || nl + 1 >= content.size();
-      if (!last) fail("{}:{}: not a trial record (the log is damaged; move it away to start over)", path.string(), line_no);
-      spdlog::warn("{}: dropping a torn last line (the previous run was killed mid-write); it will be redone",
-                   path.string());
-      break;
-    }
+  size_t row = 0;
+  for (const auto& object : read_jsonl_log_for_resume(path)) {
+    ++row;
     try {
-      auto record = from_json(parsed);
+      auto record = from_json(object);
       done[record.id] = std::move(record);
     } catch (const json::exception& e) {
-      fail("{}:{}: not a trial record ({})", path.string(), line_no, e.what());
+      fail("{}:{}: not a trial record ({})", path.string(), row, e.what());
     }
-    good_end = nl + 1;
-    pos = nl + 1;
   }
-  if (good_end < content.size()) fs::resize_file(path, good_end);
   return done;
 }
 

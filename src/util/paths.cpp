@@ -26,4 +26,17 @@ std::string read_file(const std::filesystem::path& path) {
   return buffer.str();
 }
 
+void write_file_atomic(const std::filesystem::path& path, const std::string& content) {
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  const auto temp = std::filesystem::path(path.string() + ".tmp");
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    if (!out) fail("{}: cannot write", temp.string());
+    out << content;
+    out.flush();
+    if (!out) fail("{}: write failed (disk full?)", temp.string());
+  }
+  std::filesystem::rename(temp, path);
+}
+
 }  // namespace guardkit

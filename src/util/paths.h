@@ -11,4 +11,8 @@ std::filesystem::path shared_dir();
 // Reads a whole file; throws guardkit::Error naming the path when it cannot.
 std::string read_file(const std::filesystem::path& path);
 
+// Writes `content` to `path` through a temporary file and a rename, so a kill never leaves a half-written file
+// (progress files of resumable jobs, checkpoints' metadata).
+void write_file_atomic(const std::filesystem::path& path, const std::string& content);
+
 }  // namespace guardkit
