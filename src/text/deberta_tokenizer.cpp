@@ -67,7 +67,7 @@ void read_tokenizer_config(const fs::path& path, DebertaTokenizerConfig& config)
       fail("{}: split_by_punct=true is not supported by guardkit's DeBERTa tokenizer", path.string());
     if (root.contains("added_tokens_decoder") && root["added_tokens_decoder"].is_object()) {
       for (const auto& [key, value] : root["added_tokens_decoder"].items()) {
-        AddedToken token;
+        DebertaAddedToken token;
         try {
           token.id = std::stoi(key);
         } catch (const std::exception&) {
@@ -94,8 +94,8 @@ void read_added_tokens_json(const fs::path& path, DebertaTokenizerConfig& config
     if (!id.is_number_integer()) fail("{}: id of \"{}\" is not an integer", path.string(), content);
     if (content.empty()) fail("{}: empty added token", path.string());
     const bool known = std::any_of(config.added_tokens.begin(), config.added_tokens.end(),
-                                   [&](const AddedToken& t) { return t.content == content; });
-    if (!known) config.added_tokens.push_back(AddedToken{content, id.get<int32_t>(), false, false, false});
+                                   [&](const DebertaAddedToken& t) { return t.content == content; });
+    if (!known) config.added_tokens.push_back(DebertaAddedToken{content, id.get<int32_t>(), false, false, false});
   }
 }
 
@@ -186,17 +186,17 @@ std::string unicode_lower(std::string_view text) {
 DebertaV2Tokenizer::DebertaV2Tokenizer(UnigramModel model, DebertaTokenizerConfig config, const std::string& source)
     : model_(std::move(model)), config_(std::move(config)) {
   int32_t next_id = static_cast<int32_t>(model_.size());
-  for (const AddedToken& token : config_.added_tokens) {
+  for (const DebertaAddedToken& token : config_.added_tokens) {
     if (token.id < 0) fail("{}: added token \"{}\" has a negative id {}", source, token.content, token.id);
     next_id = std::max(next_id, token.id + 1);
   }
-  auto add = [&](AddedToken token) {
+  auto add = [&](DebertaAddedToken token) {
     if (token.content.empty() || added_index_.count(token.content)) return;
     added_index_[token.content] = added_.size();
     added_by_id_[token.id] = token.content;
     added_.push_back(std::move(token));
   };
-  for (const AddedToken& token : config_.added_tokens) add(token);
+  for (const DebertaAddedToken& token : config_.added_tokens) add(token);
   // Special tokens not registered yet: their vocabulary id, else the next free id (as HF's _add_tokens).
   std::vector<std::string> specials = {config_.bos_token, config_.eos_token, config_.unk_token, config_.sep_token,
                                        config_.pad_token, config_.cls_token, config_.mask_token};
@@ -204,11 +204,11 @@ DebertaV2Tokenizer::DebertaV2Tokenizer(UnigramModel model, DebertaTokenizerConfi
   for (const std::string& content : specials) {
     if (content.empty() || added_index_.count(content)) continue;
     const auto id = model_.find_piece(content);
-    add(AddedToken{content, id ? *id : next_id++, true, false, false});
+    add(DebertaAddedToken{content, id ? *id : next_id++, true, false, false});
   }
   // Longest first, so the first match at a position is the longest.
   std::stable_sort(added_.begin(), added_.end(),
-                   [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
+                   [](const DebertaAddedToken& a, const DebertaAddedToken& b) { return a.content.size() > b.content.size(); });
   added_index_.clear();
   for (size_t i = 0; i < added_.size(); ++i) {
     added_index_[added_[i].content] = i;
@@ -262,11 +262,11 @@ std::unique_ptr<DebertaV2Tokenizer> DebertaV2Tokenizer::from_tokenizer_json(cons
       if (!token.is_object() || !token.contains("content") || !token["content"].is_string() ||
           !token.contains("id") || !token["id"].is_number_integer())
         fail("{}: added_tokens entries need \"content\" and \"id\"", path.string());
-      AddedToken added{token["content"].get<std::string>(), token["id"].get<int32_t>(), token.value("special", true),
+      DebertaAddedToken added{token["content"].get<std::string>(), token["id"].get<int32_t>(), token.value("special", true),
                        token.value("lstrip", false), token.value("rstrip", false)};
       if (added.content.empty()) fail("{}: empty added token", path.string());
       const bool known = std::any_of(config.added_tokens.begin(), config.added_tokens.end(),
-                                     [&](const AddedToken& t) { return t.content == added.content; });
+                                     [&](const DebertaAddedToken& t) { return t.content == added.content; });
       if (!known) config.added_tokens.push_back(std::move(added));
     }
   }
@@ -283,9 +283,9 @@ void DebertaV2Tokenizer::split_added_tokens(std::string_view text, bool parse_sp
   size_t start = 0;  // start of the pending ordinary text
   size_t pos = 0;
   while (pos < text.size()) {
-    const AddedToken* match = nullptr;
+    const DebertaAddedToken* match = nullptr;
     if (added_first_byte_[static_cast<uint8_t>(text[pos])])
-      for (const AddedToken& token : added_)  // longest first
+      for (const DebertaAddedToken& token : added_)  // longest first
         if (text.substr(pos).starts_with(token.content)) {
           match = &token;
           break;
@@ -303,7 +303,7 @@ void DebertaV2Tokenizer::split_added_tokens(std::string_view text, bool parse_sp
   // lstrip/rstrip of added tokens eat the whitespace next to them.
   for (size_t i = 0; i < chunks.size(); ++i) {
     if (chunks[i].added_id < 0) continue;
-    const AddedToken& token = added_[added_index_.at(std::string(chunks[i].text))];
+    const DebertaAddedToken& token = added_[added_index_.at(std::string(chunks[i].text))];
     if (token.rstrip && i + 1 < chunks.size() && chunks[i + 1].added_id < 0)
       chunks[i + 1].text = strip_left(chunks[i + 1].text);
     if (token.lstrip && i > 0 && chunks[i - 1].added_id < 0) chunks[i - 1].text = strip_right(chunks[i - 1].text);

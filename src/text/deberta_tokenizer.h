@@ -14,7 +14,7 @@
 
 namespace guardkit::text {
 
-struct AddedToken {
+struct DebertaAddedToken {
   std::string content;
   int32_t id = -1;
   bool special = true;
@@ -26,7 +26,7 @@ struct DebertaTokenizerConfig {
   std::string cls_token = "[CLS]", sep_token = "[SEP]", pad_token = "[PAD]", unk_token = "[UNK]",
               mask_token = "[MASK]", bos_token = "[CLS]", eos_token = "[SEP]";
   std::vector<std::string> additional_special_tokens;
-  std::vector<AddedToken> added_tokens;  // from tokenizer_config's added_tokens_decoder and added_tokens.json
+  std::vector<DebertaAddedToken> added_tokens;  // from tokenizer_config's added_tokens_decoder and added_tokens.json
   bool do_lower_case = false;
   bool clean_up_tokenization_spaces = true;
 };
@@ -72,7 +72,7 @@ class DebertaV2Tokenizer : public Tokenizer {
 
   UnigramModel model_;
   DebertaTokenizerConfig config_;
-  std::vector<AddedToken> added_;                        // every token the text is split on, longest first
+  std::vector<DebertaAddedToken> added_;                        // every token the text is split on, longest first
   std::unordered_map<std::string, size_t> added_index_;  // content -> index in added_
   std::unordered_map<int32_t, std::string> added_by_id_;
   std::vector<int32_t> special_ids_;  // all_special_ids
