@@ -28,24 +28,20 @@ std::string error_of(const std::function<void()>& action) {
   return "";
 }
 
-TEST(Csv, QuotesNewlinesAndCrlf) {
-  CsvTable table = parse_csv("a,b,c\r\n1,\"x, \"\"y\"\"\",\"multi\nline\"\r\n\n2,,last", "t.csv");
+TEST(CsvTable, HeaderColumnsAndErrors) {
+  CsvTable table = parse_csv_table("a,b,c\r\n1,\"x, \"\"y\"\"\",\"multi\nline\"\r\n\n2,,last", "t.csv");
   ASSERT_EQ(table.header, (std::vector<std::string>{"a", "b", "c"}));
   ASSERT_EQ(table.rows.size(), 2u);
   EXPECT_EQ(table.rows[0][1], "x, \"y\"");
   EXPECT_EQ(table.rows[0][2], "multi\nline");
   EXPECT_EQ(table.rows[1], (std::vector<std::string>{"2", "", "last"}));
-  EXPECT_EQ(table.row_lines[0], 2u);
-  EXPECT_EQ(table.row_lines[1], 5u);  // the quoted newline and the blank line count
   EXPECT_EQ(table.column("c"), 2u);
-}
-
-TEST(Csv, ErrorsNameFileAndLine) {
-  EXPECT_EQ(error_of([] { parse_csv("a,b\n1,2\n3\n", "t.csv"); }), "t.csv:3: 1 fields, the header has 2");
-  EXPECT_EQ(error_of([] { parse_csv("a\n\"open\n", "t.csv"); }), "t.csv:2: unterminated quoted field");
-  EXPECT_EQ(error_of([] { parse_csv("a\n\"x\"y\n", "t.csv"); }), "t.csv:2: unexpected character after a closing quote");
-  EXPECT_EQ(error_of([] { parse_csv("a\n1\n", "t.csv").column("b"); }), "t.csv: no column 'b' in the header");
-  EXPECT_EQ(error_of([] { parse_csv("", "t.csv"); }), "t.csv: empty CSV file (no header)");
+  EXPECT_EQ(error_of([] { parse_csv_table("a,b\n1,2\n3\n", "t.csv"); }), "t.csv: record 2 has 1 fields, the header has 2");
+  EXPECT_EQ(error_of([] { parse_csv_table("a\n1\n", "t.csv").column("b"); }), "t.csv: no column 'b' in the header");
+  EXPECT_EQ(error_of([] { parse_csv_table("", "t.csv"); }), "t.csv: empty CSV file (no header)");
+  auto dir = test::temp_dir("csv_utf8");
+  std::ofstream(dir / "bad.csv", std::ios::binary) << "a\nok\nbad\xFF\n";
+  EXPECT_NE(error_of([&] { read_csv(dir / "bad.csv"); }).find("bad.csv:3: invalid UTF-8"), std::string::npos);
 }
 
 TEST(Utf8, FindsTheFirstInvalidByte) {
@@ -242,7 +238,7 @@ TEST(Datasets, MalformedUpstreamFilesGiveOneLineErrors) {
   auto dir = test::temp_dir("bad_data");
   std::filesystem::create_directories(dir / "xstest");
   std::ofstream(dir / "xstest" / "xstest_prompts.csv") << "id,prompt,type,label\n1,hi,homonyms,maybe\n";
-  EXPECT_NE(error_of([&] { load_dataset("xstest_prompts", dir); }).find("xstest_prompts.csv:2: label must be safe or unsafe"),
+  EXPECT_NE(error_of([&] { load_dataset("xstest_prompts", dir); }).find("xstest_prompts.csv: record 1: label must be safe or unsafe"),
             std::string::npos);
   std::filesystem::create_directories(dir / "toxicchat");
   std::ofstream(dir / "toxicchat" / "toxic_chat_test.json") << "{\"instances\": [{\"id\": 1}]}";

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "eval/example.h"
+#include "util/csv.h"
 #include "util/error.h"
 
 namespace guardkit::eval {
@@ -15,80 +16,20 @@ size_t CsvTable::column(std::string_view name) const {
   fail("{}: no column '{}' in the header", source, name);
 }
 
-CsvTable parse_csv(std::string_view text, const std::string& source) {
+std::string CsvTable::where(size_t row) const { return fmt::format("{}: record {}", source, row + 1); }
+
+CsvTable parse_csv_table(std::string_view text, const std::string& source) {
+  std::vector<CsvRow> records = parse_csv(text, source);
+  if (records.empty()) fail("{}: empty CSV file (no header)", source);
   CsvTable table;
   table.source = source;
-  // A UTF-8 byte-order mark is not part of the first column name.
-  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
-
-  std::vector<std::string> record;
-  std::string field;
-  size_t line = 1, record_line = 1;
-  bool have_header = false;
-  size_t i = 0;
-  const size_t n = text.size();
-
-  auto end_record = [&]() {
-    record.push_back(std::move(field));
-    field.clear();
-    // A blank line (one empty field) is skipped, as every CSV reader does.
-    if (!(record.size() == 1 && record[0].empty())) {
-      if (!have_header) {
-        table.header = std::move(record);
-        have_header = true;
-      } else {
-        if (record.size() != table.header.size())
-          fail("{}:{}: {} fields, the header has {}", source, record_line, record.size(), table.header.size());
-        table.rows.push_back(std::move(record));
-        table.row_lines.push_back(record_line);
-      }
-    }
-    record.clear();
-  };
-
-  while (i < n) {
-    // Start of a field.
-    if (text[i] == '"') {
-      const size_t quote_line = line;
-      ++i;
-      while (true) {
-        if (i >= n) fail("{}:{}: unterminated quoted field", source, quote_line);
-        char c = text[i];
-        if (c == '"') {
-          if (i + 1 < n && text[i + 1] == '"') {
-            field.push_back('"');
-            i += 2;
-            continue;
-          }
-          ++i;
-          break;
-        }
-        if (c == '\n') ++line;
-        field.push_back(c);
-        ++i;
-      }
-      if (i < n && text[i] != ',' && text[i] != '\n' && text[i] != '\r')
-        fail("{}:{}: unexpected character after a closing quote", source, line);
-    } else {
-      while (i < n && text[i] != ',' && text[i] != '\n' && text[i] != '\r') field.push_back(text[i++]);
-    }
-    if (i >= n) break;
-    if (text[i] == ',') {
-      record.push_back(std::move(field));
-      field.clear();
-      ++i;
-      if (i >= n) break;  // trailing comma at end of file: the last field is empty
-      continue;
-    }
-    // End of line: \n, \r\n or a lone \r.
-    if (text[i] == '\r') ++i;
-    if (i < n && text[i] == '\n') ++i;
-    end_record();
-    ++line;
-    record_line = line;
+  table.header = std::move(records[0]);
+  table.rows.reserve(records.size() - 1);
+  for (size_t r = 1; r < records.size(); ++r) {
+    if (records[r].size() != table.header.size())
+      fail("{}: record {} has {} fields, the header has {}", source, r, records[r].size(), table.header.size());
+    table.rows.push_back(std::move(records[r]));
   }
-  if (!field.empty() || !record.empty()) end_record();
-  if (!have_header) fail("{}: empty CSV file (no header)", source);
   return table;
 }
 
@@ -122,7 +63,7 @@ CsvTable read_csv(const std::filesystem::path& path) {
     size_t line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + static_cast<ptrdiff_t>(*bad), '\n'));
     fail("{}:{}: invalid UTF-8 at byte offset {} of the file", path.string(), line, *bad);
   }
-  return parse_csv(text, path.string());
+  return parse_csv_table(text, path.string());
 }
 
 }  // namespace guardkit::eval

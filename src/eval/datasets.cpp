@@ -56,7 +56,7 @@ const json& instances(const json& document, const fs::path& path) {
   if (!list.is_array()) fail("{}: 'instances' must be a list", path.string());
   return list;
 }
-std::string where_row(const CsvTable& table, size_t row) { return fmt::format("{}:{}", table.source, table.row_lines[row]); }
+std::string where_row(const CsvTable& table, size_t row) { return table.where(row); }
 
 // A 0/1 cell of a CSV.
 int binary_cell(const std::string& cell, const std::string& where) {
