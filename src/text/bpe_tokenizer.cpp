@@ -29,8 +29,13 @@ using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>
 struct Where {
   const std::string& source;
   std::string path;
-  Where at(const std::string& key) const { return {source, path.empty() ? key : path + "." + key}; }
-  Where at(size_t index) const { return {source, path + "[" + std::to_string(index) + "]"}; }
+  int depth = 0;  // nesting, bounded so a hostile file cannot exhaust the stack through nested Sequences
+  Where at(const std::string& key) const { return deeper(path.empty() ? key : path + "." + key); }
+  Where at(size_t index) const { return deeper(path + "[" + std::to_string(index) + "]"); }
+  Where deeper(std::string p) const {
+    if (depth >= 64) fail("{}: {}: nested too deeply", source, path);
+    return {source, std::move(p), depth + 1};
+  }
   template <typename... Args>
   [[noreturn]] void error(fmt::format_string<Args...> format, Args&&... args) const {
     fail("{}: {}: {}", source, path.empty() ? "(root)" : path, fmt::format(format, std::forward<Args>(args)...));
@@ -717,7 +722,7 @@ struct BpeModel {
   // The initial symbols of a word (one per character, with unknown-character handling), then merges by rank.
   std::vector<int32_t> merge_word(std::string_view word) const {
     std::vector<int32_t> symbols;
-    std::optional<int32_t> pending_unk;
+    int32_t pending_unk = -1;  // an [UNK] waiting to be fused with the next one
     const bool plain = prefix.empty() && suffix.empty();
     std::string scratch;
     for (size_t i = 0; i < word.size();) {
@@ -735,7 +740,7 @@ struct BpeModel {
         id = find(scratch);
       }
       if (id) {
-        if (pending_unk) symbols.push_back(*pending_unk), pending_unk.reset();
+        if (pending_unk >= 0) symbols.push_back(pending_unk), pending_unk = -1;
         symbols.push_back(*id);
         continue;
       }
@@ -743,18 +748,18 @@ struct BpeModel {
         bool all = true;
         for (size_t b = start; b < i; ++b) all = all && byte_ids[static_cast<uint8_t>(word[b])] >= 0;
         if (all) {
-          if (pending_unk) symbols.push_back(*pending_unk), pending_unk.reset();
+          if (pending_unk >= 0) symbols.push_back(pending_unk), pending_unk = -1;
           for (size_t b = start; b < i; ++b) symbols.push_back(byte_ids[static_cast<uint8_t>(word[b])]);
           continue;
         }
       }
       if (unk_id) {
-        if (pending_unk && !fuse_unk) symbols.push_back(*pending_unk);
+        if (pending_unk >= 0 && !fuse_unk) symbols.push_back(pending_unk);
         pending_unk = *unk_id;
       }
       // Without an unk token the character is dropped, as tokenizers does.
     }
-    if (pending_unk) symbols.push_back(*pending_unk);
+    if (pending_unk >= 0) symbols.push_back(pending_unk);
     apply_merges(symbols);
     return symbols;
   }
@@ -1002,7 +1007,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_file(const std::filesystem::pat
 std::unique_ptr<BpeTokenizer> BpeTokenizer::from_json(const json& root, const json* config, const std::string& source) {
   auto impl = std::make_unique<Impl>();
   impl->source = source;
-  const Where top{impl->source, ""};
+  const Where top{impl->source, "", 0};
   if (!root.is_object()) top.error("expected a JSON object (a Hugging Face tokenizer.json)");
 
   // --- model
@@ -1139,7 +1144,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_json(const json& root, const js
   };
   if (config) {
     const std::string config_source = (std::filesystem::path(source).parent_path() / "tokenizer_config.json").string();
-    const Where wc{config_source, ""};
+    const Where wc{config_source, "", 0};
     impl->clean_up_spaces = get_bool(*config, "clean_up_tokenization_spaces", true, wc);
     if (auto t = config_token(*config, "bos_token", wc)) impl->bos = lookup(*t);
     if (auto t = config_token(*config, "eos_token", wc)) impl->eos = lookup(*t);

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <bitset>
+#include <deque>
 #include <cstdint>
 
 #include "text/unicode.h"
@@ -312,6 +313,12 @@ class Parser {
 
   Node parse_group(Flags& outer) {
     ++i_;  // '('
+    // Nesting is bounded: parsing, compiling and lookahead all recurse once per level.
+    if (++depth_ > 100) error("groups nested more than 100 deep");
+    struct Leave {
+      int& d;
+      ~Leave() { --d; }
+    } leave{depth_};
     Flags flags = outer;
     Node inner;
     if (accept('?')) {
@@ -491,6 +498,7 @@ class Parser {
 
   std::string_view p_;
   size_t i_ = 0;
+  int depth_ = 0;
   std::vector<CharClass>& classes_;
 };
 
@@ -591,7 +599,7 @@ struct SplitRegex::Program {
 
   // Runs the program from `pc` anchored at `pos`; on a match sets `end` and returns true.
   bool run(int pc0, std::string_view text, size_t pos0, size_t& end, size_t& budget,
-           std::vector<std::vector<Thread>>& stacks, size_t depth) const {
+           std::deque<std::vector<Thread>>& stacks, size_t depth) const {
     if (stacks.size() <= depth) stacks.resize(depth + 1);
     auto& stack = stacks[depth];
     stack.clear();
@@ -809,7 +817,7 @@ void SplitRegex::find_all(std::string_view text, std::vector<std::pair<size_t, s
     return;
   }
   size_t budget = 10'000'000 + 2000 * n;
-  std::vector<std::vector<Program::Thread>> stacks;
+  std::deque<std::vector<Program::Thread>> stacks;  // a deque: growing it keeps references to the outer stacks valid
   for (size_t i = 0; i < n;) {
     size_t end;
     if (program_->run(0, text, i, end, budget, stacks, 0) && end > i) {

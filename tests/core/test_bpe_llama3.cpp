@@ -114,3 +114,25 @@ TEST(BpeLlama3, PairTemplateAndTruncation) {
   EXPECT_THROW(llama3().encode_for_model(a, std::nullopt, 5, text::Truncation::OnlySecond), Error);
   EXPECT_THROW(llama3().encode_for_model(a, b, 1), Error);
 }
+
+// Llama Guard 3 prompts: template text and user content encoded in plain-text mode, control tokens only where the
+// template puts them; the concatenation must give the fixture's ids exactly.
+TEST(BpeLlama3, GuardPromptSegmentsGiveFixtureIds) {
+  const auto root = test::load_json(test::fixture("llama/guard_cases.json"));
+  ASSERT_FALSE(root["cases"].empty());
+  for (const auto& c : root["cases"]) {
+    std::vector<int32_t> ids;
+    for (const auto& seg : c["segments"]) {
+      if (seg.contains("special")) {
+        const auto id = llama3().token_to_id(seg["special"].get<std::string>());
+        ASSERT_TRUE(id.has_value()) << seg["special"];
+        ids.push_back(*id);
+      } else {
+        const auto part = llama3().encode(seg["text"].get<std::string>(), /*parse_special=*/false);
+        ids.insert(ids.end(), part.begin(), part.end());
+      }
+    }
+    EXPECT_EQ(ids, ids_of(c["ids"])) << c["id"];
+    EXPECT_EQ(llama3().decode(ids, false, false), c["rendered"].get<std::string>()) << c["id"];
+  }
+}
