@@ -1,0 +1,76 @@
+// The guard server: OpenAI-compatible /v1/moderations, /v1/guard with per-request routing, /v1/models, /healthz,
+// /readyz and Prometheus /metrics over HTTP (cpp-httplib), with dynamic batching per guard, a bounded queue (429 +
+// Retry-After when full), per-request timeouts (504), body-size (413) and input-count limits, bearer API keys,
+// structured JSON access logs and a graceful stop that answers every request already accepted.
+#pragma once
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "guard/guard.h"
+#include "serve/api.h"
+
+namespace guardkit::serve {
+
+class MetricsRegistry;
+
+struct ServedGuard {
+  std::string name;                     // the model name clients send ("model")
+  std::shared_ptr<guard::Guard> guard;  // loaded once, shared
+};
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  int port = 8080;  // 0: any free port; start() returns the one bound
+
+  // Bearer API keys (Authorization: Bearer <key>). Empty: no authentication. /healthz, /readyz and /metrics are
+  // always open (probes and scrapers).
+  std::vector<std::string> api_keys;
+
+  size_t max_body_bytes = 1 << 20;  // larger bodies: 413
+  size_t max_inputs = 64;           // /v1/moderations 'input' list items per request
+  std::chrono::milliseconds request_timeout{30000};  // a request not answered by then: 504
+
+  // Dynamic batching, one batcher per guard.
+  int max_batch = 16;  // 1 = batching off
+  std::chrono::microseconds max_wait{2000};
+  size_t queue_capacity = 1024;  // conversations waiting per guard; beyond: 429
+
+  int http_threads = 64;  // concurrent connections served (each keep-alive connection holds one)
+  int keep_alive_seconds = 2;
+
+  // Which served guards play which part. Empty default_model: the small model (else the first served guard).
+  std::string default_model;
+  std::string small_model;  // empty: the first served guard
+  std::string large_model;  // empty: no large guard ("large" and "saferoute" policies answer 400)
+  RoutingPolicy default_policy = RoutingPolicy::kSmall;
+
+  // Receives one JSON line per request (access log). Empty: no access log.
+  std::function<void(const std::string& line)> access_log;
+};
+
+class GuardServer {
+ public:
+  GuardServer(ServerConfig config, std::vector<ServedGuard> guards);
+  ~GuardServer();  // stop()
+  GuardServer(const GuardServer&) = delete;
+  GuardServer& operator=(const GuardServer&) = delete;
+
+  // Binds and serves on background threads; returns the bound port. Throws guardkit::Error when it cannot bind.
+  int start();
+  // Graceful: /readyz turns 503, the listener closes, every request already accepted (queued or in a batch) is
+  // answered, then the batchers stop. Idempotent; safe from any thread but a request handler.
+  void stop();
+
+  int port() const;
+  bool ready() const;
+  MetricsRegistry& metrics();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace guardkit::serve
