@@ -236,8 +236,8 @@ TEST(LlamaParity, GreedyGenerationIds) {
 TEST(LlamaParity, Bf16WithinStatedTolerance) {
   // The README suggests abs 5e-2 on bf16 logits, but this fixture's wide init (std 0.5, logits around +-10) puts
   // the unavoidable error higher: rounding only the weights to bf16 (fp32 compute) already moves the watched logits
-  // by up to 0.094, and bf16 compute (activations in bf16 as HF does) by up to 0.26. Stated tolerance: 0.35 abs on
-  // logits, 2e-2 relative on logsumexp.
+  // by up to 0.094, and bf16 compute (bf16 activations and matmuls, attention products in fp32) by up to 0.14.
+  // Stated tolerance: 0.25 abs on logits, 2e-2 relative on logsumexp.
   auto model = fixture_model(at::kBFloat16);
   double worst = 0;
   for (const auto& c : cases()["cases"]) {
@@ -246,7 +246,7 @@ TEST(LlamaParity, Bf16WithinStatedTolerance) {
       worst = std::max(worst, std::abs(out.logits[0][std::stoll(id)].item<float>() - value.get<double>()));
     EXPECT_NEAR(logsumexp(out.logits[0]), c["logsumexp"].get<double>(), 2e-2 * c["logsumexp"].get<double>());
   }
-  EXPECT_LT(worst, 0.35);
+  EXPECT_LT(worst, 0.25);
   std::cout << "bf16 worst watch-logit error " << worst << "\n";
 }
 

@@ -231,12 +231,6 @@ at::Tensor rotate_half(const at::Tensor& x) {
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
-at::Scalar lowest_value(c10::ScalarType dtype) {
-  if (dtype == at::kBFloat16) return at::Scalar(static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest()));
-  if (dtype == at::kHalf) return at::Scalar(static_cast<double>(std::numeric_limits<c10::Half>::lowest()));
-  return at::Scalar(static_cast<double>(std::numeric_limits<float>::lowest()));
-}
-
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   return bias.defined() ? at::linear(x, weight, bias) : at::linear(x, weight);
 }
@@ -271,12 +265,15 @@ at::Tensor LlamaModel::attention(const Layer& layer, int64_t index, const at::Te
 
   // Grouped-query attention without copying K/V per query head: query head h = kv_head * groups + g uses kv head
   // h / groups (HF repeat_kv), so the groups' queries stack into one matrix per kv head.
-  at::Tensor grouped_q = q.reshape({B, kv_heads, groups * T, hd});                               // [B, kvh, g*T, hd]
-  at::Tensor scores = at::matmul(grouped_q, keys.transpose(2, 3)) / std::sqrt(static_cast<double>(hd));
+  // The attention products run in float32 whatever the model dtype: q, k, v are small ([T, heads * hd]) to
+  // convert, while the [T, S] score matrix would otherwise pay two bf16<->fp32 round trips around the float32
+  // softmax that HF uses (and float32 scores are more accurate).
+  at::Tensor grouped_q = q.reshape({B, kv_heads, groups * T, hd}).to(at::kFloat);                // [B, kvh, g*T, hd]
+  at::Tensor scores = at::matmul(grouped_q, keys.to(at::kFloat).transpose(2, 3)) / std::sqrt(static_cast<double>(hd));
   scores = scores.view({B, kv_heads, groups, T, S}) + mask;                                      // [B, kvh, g, T, S]
-  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());  // softmax in fp32, as HF eager
-  at::Tensor context = at::matmul(probs.view({B, kv_heads, groups * T, S}), values);              // [B, kvh, g*T, hd]
-  context = context.view({B, heads, T, hd}).transpose(1, 2).reshape({B, T, heads * hd});          // [B, T, nh*hd]
+  at::Tensor probs = at::softmax(scores, -1);
+  at::Tensor context = at::matmul(probs.view({B, kv_heads, groups * T, S}), values.to(at::kFloat));  // [B, kvh, g*T, hd]
+  context = context.view({B, heads, T, hd}).transpose(1, 2).reshape({B, T, heads * hd}).to(dtype_);  // [B, T, nh*hd]
   return linear(context, layer.o_weight, layer.o_bias);                                           // [B, T, H]
 }
 
@@ -345,7 +342,7 @@ ForwardOutput LlamaModel::forward(const at::Tensor& input_ids_in, const at::Tens
   at::Tensor cos = emb.cos().to(dtype_).unsqueeze(1);                     // [B, 1, T, hd]
   at::Tensor sin = emb.sin().to(dtype_).unsqueeze(1);
 
-  // Additive mask [B, 1, 1, T, S]: slot j is visible to new token t when it holds a real token and j <= past + t.
+  // Additive float32 mask [B, 1, 1, T, S]: slot j is visible to new token t when it holds a real token and j <= past + t.
   // The dtype's lowest value (not -inf) as in HF, so a padding query with nothing visible gets a uniform softmax
   // instead of NaN.
   at::Tensor key_valid = cache ? cache->valid_.narrow(1, 0, S) : real;  // [B, S]
@@ -353,8 +350,8 @@ ForwardOutput LlamaModel::forward(const at::Tensor& input_ids_in, const at::Tens
   at::Tensor query_pos = at::arange(past, S, at::TensorOptions().dtype(at::kLong).device(device_));
   at::Tensor causal = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1);     // [T, S]
   at::Tensor visible = key_valid.unsqueeze(1) & causal.unsqueeze(0);     // [B, T, S]
-  at::Tensor mask = at::zeros({B, 1, 1, T, S}, at::TensorOptions().dtype(dtype_).device(device_))
-                        .masked_fill_(visible.logical_not().view({B, 1, 1, T, S}), lowest_value(dtype_));
+  at::Tensor mask = at::zeros({B, 1, 1, T, S}, at::TensorOptions().dtype(at::kFloat).device(device_))
+                        .masked_fill_(visible.logical_not().view({B, 1, 1, T, S}), std::numeric_limits<float>::lowest());
 
   ForwardOutput out;
   out.last_index = last_index;
