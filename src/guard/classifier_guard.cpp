@@ -1,0 +1,97 @@
+#include "guard/classifier_guard.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "util/error.h"
+
+namespace guardkit::guard {
+
+ClassifierGuard::ClassifierGuard(std::shared_ptr<const models::DebertaClassifier> model,
+                                 std::shared_ptr<const text::Tokenizer> tokenizer, ClassifierGuardOptions options)
+    : model_(std::move(model)), tokenizer_(std::move(tokenizer)), options_(std::move(options)) {
+  if (!model_ || !tokenizer_) fail("classifier guard '{}': needs a model and a tokenizer", options_.name);
+  const int64_t labels = model_->config().num_labels;
+  if (options_.unsafe_label < 0 || options_.unsafe_label >= labels)
+    fail("classifier guard '{}': unsafe_label {} but the model has {} labels", options_.name, options_.unsafe_label, labels);
+  if (options_.batch_size == 0) fail("classifier guard '{}': batch_size must be positive", options_.name);
+  if (options_.max_length != 0 && options_.max_length < 4)
+    fail("classifier guard '{}': max_length {} leaves no room for text", options_.name, options_.max_length);
+}
+
+std::unique_ptr<ClassifierGuard> ClassifierGuard::load(const std::filesystem::path& dir, ClassifierGuardOptions options) {
+  models::DebertaLoadOptions load;
+  load.dtype = options.dtype;
+  load.device = options.device;
+  auto model = std::make_shared<const models::DebertaClassifier>(models::DebertaClassifier::load(dir, load));
+  std::shared_ptr<const text::Tokenizer> tokenizer = text::load_tokenizer(dir);
+  if (options.name == "classifier") options.name = dir.filename().string();
+  return std::make_unique<ClassifierGuard>(std::move(model), std::move(tokenizer), std::move(options));
+}
+
+int64_t ClassifierGuard::feature_dim() const { return model_->config().pooler_size(); }
+
+text::Encoding ClassifierGuard::encode(const Conversation& conversation) const {
+  const std::string& prompt = conversation.last_prompt();
+  std::optional<std::string> response = conversation.last_response();
+  if (!response && options_.pair_with_empty_response) response = std::string();
+  std::optional<std::string_view> pair;
+  if (response) pair = std::string_view(*response);
+  return tokenizer_->encode_for_model(prompt, pair, options_.max_length, options_.truncation, options_.parse_special);
+}
+
+std::vector<GuardResult> ClassifierGuard::score(const std::vector<Conversation>& batch, const ScoreOptions& options) {
+  std::vector<GuardResult> results(batch.size());
+  if (batch.empty()) return results;
+  std::vector<text::Encoding> encodings;
+  encodings.reserve(batch.size());
+  for (const Conversation& conversation : batch) encodings.push_back(encode(conversation));
+
+  // Longest first, so each micro-batch pads to nearly its own length and the first one shows the peak memory.
+  std::vector<size_t> order(batch.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return encodings[a].ids.size() > encodings[b].ids.size(); });
+
+  const int32_t pad = tokenizer_->pad_id().value_or(static_cast<int32_t>(model_->config().pad_token_id));
+  at::NoGradGuard no_grad;
+  for (size_t start = 0; start < order.size(); start += options_.batch_size) {
+    const size_t count = std::min(options_.batch_size, order.size() - start);
+    size_t length = 0;
+    for (size_t i = 0; i < count; ++i) length = std::max(length, encodings[order[start + i]].ids.size());
+    at::Tensor ids = at::full({static_cast<int64_t>(count), static_cast<int64_t>(length)}, pad, at::kLong);
+    at::Tensor mask = at::zeros_like(ids);
+    at::Tensor types = at::zeros_like(ids);
+    auto ids_a = ids.accessor<int64_t, 2>();
+    auto mask_a = mask.accessor<int64_t, 2>();
+    auto types_a = types.accessor<int64_t, 2>();
+    for (size_t i = 0; i < count; ++i) {
+      const text::Encoding& e = encodings[order[start + i]];
+      for (size_t t = 0; t < e.ids.size(); ++t) {
+        ids_a[i][t] = e.ids[t];
+        mask_a[i][t] = t < e.attention_mask.size() ? e.attention_mask[t] : 1;
+        types_a[i][t] = t < e.type_ids.size() ? e.type_ids[t] : 0;
+      }
+    }
+    models::DebertaOutput out = model_->forward(ids, mask, types);
+    at::Tensor p_unsafe = out.probs.select(1, options_.unsafe_label).to(at::kDouble).contiguous();
+    for (size_t i = 0; i < count; ++i) {
+      const size_t index = order[start + i];
+      GuardResult& r = results[index];
+      r.p_unsafe = p_unsafe[i].item<double>();
+      r.unsafe = r.p_unsafe >= options_.threshold;
+      r.tokens = static_cast<int64_t>(encodings[index].ids.size());
+      r.flops = model_->forward_flops(r.tokens);
+      r.decided_by = options_.name;
+      if (options.want_features) {
+        at::Tensor feature = out.pooled[i].contiguous();
+        r.feature.assign(feature.data_ptr<float>(), feature.data_ptr<float>() + feature.numel());
+      }
+    }
+  }
+  return results;
+}
+
+}  // namespace guardkit::guard
