@@ -9,9 +9,11 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/printable.h"
 
 namespace guardkit::io {
 
@@ -50,14 +52,84 @@ DType parse_dtype(const std::string& name) {
   fail("unknown dtype '{}'", name);
 }
 
+float f16_to_f32(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16;
+  uint32_t exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ffu, bits;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);  // inf / NaN
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {  // subnormal: normalise
+    exponent = 113;
+    while ((mantissa & 0x400u) == 0) {
+      mantissa <<= 1;
+      --exponent;
+    }
+    bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+float bf16_to_f32(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
+  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+std::vector<float> to_float32(const TensorView& view) {
+  const size_t n = static_cast<size_t>(view.numel());
+  std::vector<float> out(n);
+  auto load = [&](auto tag, auto convert) {
+    using T = decltype(tag);
+    for (size_t i = 0; i < n; ++i) {
+      T value;
+      std::memcpy(&value, view.data + i * sizeof(T), sizeof(T));  // memcpy: the data may be unaligned
+      out[i] = convert(value);
+    }
+  };
+  switch (view.dtype) {
+    case DType::F64: load(double{}, [](double v) { return static_cast<float>(v); }); break;
+    case DType::F32: load(float{}, [](float v) { return v; }); break;
+    case DType::F16: load(uint16_t{}, f16_to_f32); break;
+    case DType::BF16: load(uint16_t{}, bf16_to_f32); break;
+    case DType::I64: load(int64_t{}, [](int64_t v) { return static_cast<float>(v); }); break;
+    case DType::I32: load(int32_t{}, [](int32_t v) { return static_cast<float>(v); }); break;
+    case DType::I16: load(int16_t{}, [](int16_t v) { return static_cast<float>(v); }); break;
+    case DType::I8: load(int8_t{}, [](int8_t v) { return static_cast<float>(v); }); break;
+    case DType::U8: load(uint8_t{}, [](uint8_t v) { return static_cast<float>(v); }); break;
+    case DType::BOOL: load(uint8_t{}, [](uint8_t v) { return v ? 1.0f : 0.0f; }); break;
+  }
+  return out;
+}
+
+void fail_view_type(const TensorView& view, const char* wanted, bool misaligned) {
+  if (misaligned) fail("tensor '{}': data is not aligned for in-place access; use to_float32", printable(view.name));
+  fail("tensor '{}' has dtype {}, not the requested element type ({})", printable(view.name), dtype_name(view.dtype),
+       wanted);
+}
+
 int64_t TensorView::numel() const {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
 }
 
-std::vector<TensorView> parse_safetensors(const std::byte* bytes, size_t size, const std::string& origin,
-                                          std::map<std::string, std::string>* metadata) {
+namespace {
+std::vector<TensorView> parse_safetensors_unchecked(const std::byte* bytes, size_t size, const std::string& origin,
+                                                    std::map<std::string, std::string>* metadata) {
   if (size < 8) fail("{}: truncated safetensors file ({} bytes, need at least 8 for the header length)", origin, size);
   uint64_t header_len = 0;
   std::memcpy(&header_len, bytes, 8);  // little-endian on every platform we build for
@@ -69,7 +141,7 @@ std::vector<TensorView> parse_safetensors(const std::byte* bytes, size_t size, c
   try {
     header = json::parse(header_begin, header_begin + header_len);
   } catch (const json::exception& e) {
-    fail("{}: header is not valid JSON: {}", origin, e.what());
+    fail("{}: header is not valid JSON: {}", origin, printable(e.what()));
   }
   if (!header.is_object()) fail("{}: header must be a JSON object", origin);
   const std::byte* data = bytes + 8 + header_len;
@@ -126,13 +198,28 @@ std::vector<TensorView> parse_safetensors(const std::byte* bytes, size_t size, c
     view.nbytes = end - begin;
     views.push_back(std::move(view));
   }
-  std::sort(views.begin(), views.end(), [](const TensorView& a, const TensorView& b) { return a.data < b.data; });
-  for (size_t i = 1; i < views.size(); ++i) {
-    const TensorView& prev = views[i - 1];
-    if (prev.nbytes > 0 && views[i].nbytes > 0 && views[i].data < prev.data + prev.nbytes)
-      fail("{}: tensors '{}' and '{}' overlap in the data section", origin, prev.name, views[i].name);
+  std::sort(views.begin(), views.end(), [](const TensorView& a, const TensorView& b) {
+    return a.data != b.data ? a.data < b.data : a.nbytes < b.nbytes;
+  });
+  // Compare each tensor with the furthest-reaching one before it (empty tensors overlap nothing).
+  const TensorView* reach = nullptr;
+  for (const TensorView& view : views) {
+    if (view.nbytes == 0) continue;
+    if (reach && view.data < reach->data + reach->nbytes)
+      fail("{}: tensors '{}' and '{}' overlap in the data section", origin, reach->name, view.name);
+    if (!reach || view.data + view.nbytes > reach->data + reach->nbytes) reach = &view;
   }
   return views;
+}
+}  // namespace
+
+std::vector<TensorView> parse_safetensors(const std::byte* bytes, size_t size, const std::string& origin,
+                                          std::map<std::string, std::string>* metadata) {
+  try {
+    return parse_safetensors_unchecked(bytes, size, origin, metadata);
+  } catch (const Error& e) {
+    throw Error(printable(e.what(), 1000));  // tensor names come from the file: keep the message on one line
+  }
 }
 
 struct SafetensorsParser {
@@ -184,7 +271,7 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir_or_file) {
     auto file = SafetensorsFile::open(path);
     for (const TensorView& view : file->tensors()) {
       if (checkpoint.by_name_.count(view.name))
-        fail("{}: tensor '{}' appears in more than one shard", dir_or_file.string(), view.name);
+        fail("{}: tensor '{}' appears in more than one shard", dir_or_file.string(), printable(view.name));
       checkpoint.by_name_[view.name] = &view;
     }
     checkpoint.files_.push_back(std::move(file));
@@ -198,26 +285,33 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir_or_file) {
   const fs::path single_path = dir_or_file / "model.safetensors";
   if (fs::exists(index_path)) {
     json index;
+    std::ifstream in(index_path, std::ios::binary);
+    if (!in) fail("{}: cannot open", index_path.string());
     try {
-      std::ifstream in(index_path);
       index = json::parse(in);
     } catch (const json::exception& e) {
-      fail("{}: not valid JSON: {}", index_path.string(), e.what());
+      fail("{}: not valid JSON: {}", index_path.string(), printable(e.what()));
     }
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
       fail("{}: missing the weight_map object", index_path.string());
     std::map<std::string, std::vector<std::string>> names_by_shard;
     for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
-      if (!it.value().is_string()) fail("{}: weight_map entry '{}' is not a file name", index_path.string(), it.key());
+      if (!it.value().is_string())
+        fail("{}: weight_map entry '{}' is not a file name", index_path.string(), printable(it.key()));
       names_by_shard[it.value().get<std::string>()].push_back(it.key());
     }
     for (const auto& [shard, names] : names_by_shard) {
       if (shard.find("..") != std::string::npos || shard.find('/') != std::string::npos)
-        fail("{}: shard name '{}' must be a plain file name", index_path.string(), shard);
+        fail("{}: shard name '{}' must be a plain file name", index_path.string(), printable(shard));
+      if (!fs::is_regular_file(dir_or_file / shard))
+        fail("{}: shard '{}' (which holds tensor '{}') does not exist", index_path.string(), printable(shard),
+             printable(names.front()));
       add_file(dir_or_file / shard);
+      const SafetensorsFile& added = *checkpoint.files_.back();
       for (const std::string& name : names)
-        if (!checkpoint.by_name_.count(name))
-          fail("{}: tensor '{}' is listed for shard {} but not found in it", index_path.string(), name, shard);
+        if (!added.find(name))
+          fail("{}: tensor '{}' is listed for shard {} but not found in it", index_path.string(), printable(name),
+               shard);
     }
   } else if (fs::exists(single_path)) {
     add_file(single_path);
@@ -244,38 +338,80 @@ std::vector<std::string> Checkpoint::names() const {
   return names;
 }
 
-void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
-  std::vector<const TensorToWrite*> sorted;
-  for (const auto& t : tensors) sorted.push_back(&t);
-  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->name < b->name; });
-  json header = json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
+namespace {
+// Hugging Face's serializer orders tensors by descending element size, then by name: every tensor's offset is then a
+// multiple of its element size, so readers can view the data in place.
+bool write_order(const TensorToWrite* a, const TensorToWrite* b) {
+  const size_t sa = dtype_size(a->dtype), sb = dtype_size(b->dtype);
+  if (sa != sb) return sa > sb;
+  return a->name < b->name;
+}
+}  // namespace
+
+namespace {
+std::string safetensors_header(const std::vector<const TensorToWrite*>& ordered,
+                               const std::map<std::string, std::string>& metadata) {
+  // Written by hand, not by nlohmann (which sorts keys), to match the bytes HF's serializer writes:
+  // {"name":{"dtype":..,"shape":[..],"data_offsets":[b,e]},...,"__metadata__":{..}} padded with spaces to 8 bytes.
+  std::string text = "{";
   uint64_t offset = 0;
-  for (const TensorToWrite* t : sorted) {
-    int64_t numel = 1;
-    for (int64_t d : t->shape) numel *= d;
-    if (static_cast<size_t>(numel) * dtype_size(t->dtype) != t->nbytes)
-      fail("{}: tensor '{}' has {} bytes but its shape and dtype need {}", path.string(), t->name, t->nbytes,
-           numel * dtype_size(t->dtype));
-    if (header.contains(t->name)) fail("{}: tensor '{}' given twice", path.string(), t->name);
-    header[t->name] = {{"dtype", dtype_name(t->dtype)}, {"shape", t->shape}, {"data_offsets", {offset, offset + t->nbytes}}};
+  for (const TensorToWrite* t : ordered) {
+    if (text.size() > 1) text += ',';
+    text += json(t->name).dump();
+    text += fmt::format(R"(:{{"dtype":"{}","shape":[{}],"data_offsets":[{},{}]}})", dtype_name(t->dtype),
+                        fmt::join(t->shape, ","), offset, offset + t->nbytes);
     offset += t->nbytes;
   }
-  std::string header_text = header.dump();
-  while ((8 + header_text.size()) % 8 != 0) header_text.push_back(' ');  // HF pads with spaces to 8-byte alignment
+  if (!metadata.empty()) {
+    if (text.size() > 1) text += ',';
+    text += R"("__metadata__":)";
+    text += json(metadata).dump();
+  }
+  text += '}';
+  while ((8 + text.size()) % 8 != 0) text.push_back(' ');
+  return text;
+}
+}  // namespace
+
+void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  std::vector<const TensorToWrite*> ordered;
+  std::set<std::string> seen;
+  for (const auto& t : tensors) {
+    if (t.name.empty() || t.name == "__metadata__") fail("{}: '{}' cannot be a tensor name", path.string(), t.name);
+    if (!seen.insert(t.name).second) fail("{}: tensor '{}' given twice", path.string(), t.name);
+    uint64_t numel = 1;
+    for (int64_t d : t.shape) {
+      if (d < 0) fail("{}: tensor '{}' has a negative dimension", path.string(), t.name);
+      numel *= static_cast<uint64_t>(d);
+    }
+    if (numel * dtype_size(t.dtype) != t.nbytes)
+      fail("{}: tensor '{}' has {} bytes but its shape and dtype {} need {}", path.string(), t.name, t.nbytes,
+           dtype_name(t.dtype), numel * dtype_size(t.dtype));
+    if (t.nbytes > 0 && t.data == nullptr) fail("{}: tensor '{}' has no data", path.string(), t.name);
+    ordered.push_back(&t);
+  }
+  std::sort(ordered.begin(), ordered.end(), write_order);
+  const std::string header_text = safetensors_header(ordered, metadata);
   const std::filesystem::path tmp = path.string() + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) fail("{}: cannot write", tmp.string());
-    uint64_t len = header_text.size();
+    const uint64_t len = header_text.size();  // little-endian on every platform we build for
     out.write(reinterpret_cast<const char*>(&len), 8);
     out.write(header_text.data(), static_cast<std::streamsize>(header_text.size()));
-    for (const TensorToWrite* t : sorted) out.write(static_cast<const char*>(t->data), static_cast<std::streamsize>(t->nbytes));
+    for (const TensorToWrite* t : ordered)
+      out.write(static_cast<const char*>(t->data), static_cast<std::streamsize>(t->nbytes));
     out.flush();
-    if (!out) fail("{}: write failed (disk full?)", tmp.string());
+    if (!out) {
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+      fail("{}: write failed (disk full?)", tmp.string());
+    }
   }
-  std::filesystem::rename(tmp, path);
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) fail("{}: cannot rename the written file into place: {}", path.string(), ec.message());
 }
 
 }  // namespace guardkit::io

@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace guardkit::io {
@@ -25,7 +27,54 @@ struct TensorView {
   const std::byte* data = nullptr;
   size_t nbytes = 0;
   int64_t numel() const;
+
+  // The elements in place (zero-copy). Throws unless the dtype is T's and the data is aligned for T
+  // (files written by HF or write_safetensors always are); to_float32 below converts any dtype instead.
+  template <typename T>
+  std::span<const T> values() const;
 };
+
+// BOOL and U8 share uint8_t; F16 and BF16 have no C++ type here: read them as uint16_t bits.
+template <typename T>
+constexpr bool dtype_holds(DType dtype) {
+  if constexpr (std::is_same_v<T, double>) return dtype == DType::F64;
+  else if constexpr (std::is_same_v<T, float>) return dtype == DType::F32;
+  else if constexpr (std::is_same_v<T, uint16_t>) return dtype == DType::F16 || dtype == DType::BF16;
+  else if constexpr (std::is_same_v<T, int64_t>) return dtype == DType::I64;
+  else if constexpr (std::is_same_v<T, int32_t>) return dtype == DType::I32;
+  else if constexpr (std::is_same_v<T, int16_t>) return dtype == DType::I16;
+  else if constexpr (std::is_same_v<T, int8_t>) return dtype == DType::I8;
+  else if constexpr (std::is_same_v<T, uint8_t>) return dtype == DType::U8 || dtype == DType::BOOL;
+  else return false;
+}
+
+template <typename T>
+constexpr const char* element_type_name() {
+  if constexpr (std::is_same_v<T, double>) return "double";
+  else if constexpr (std::is_same_v<T, float>) return "float";
+  else if constexpr (std::is_same_v<T, uint16_t>) return "uint16_t";
+  else if constexpr (std::is_same_v<T, int64_t>) return "int64_t";
+  else if constexpr (std::is_same_v<T, int32_t>) return "int32_t";
+  else if constexpr (std::is_same_v<T, int16_t>) return "int16_t";
+  else if constexpr (std::is_same_v<T, int8_t>) return "int8_t";
+  else if constexpr (std::is_same_v<T, uint8_t>) return "uint8_t";
+  else return "unsupported type";
+}
+
+[[noreturn]] void fail_view_type(const TensorView& view, const char* wanted, bool misaligned);
+
+template <typename T>
+std::span<const T> TensorView::values() const {
+  if (!dtype_holds<T>(dtype)) fail_view_type(*this, element_type_name<T>(), false);
+  if (reinterpret_cast<uintptr_t>(data) % alignof(T) != 0) fail_view_type(*this, element_type_name<T>(), true);
+  return {reinterpret_cast<const T*>(data), nbytes / sizeof(T)};
+}
+
+// Half-precision conversions (bit patterns as uint16_t) and a converting copy of any view to float32.
+float f16_to_f32(uint16_t bits);
+float bf16_to_f32(uint16_t bits);
+uint16_t f32_to_bf16(float value);  // round to nearest even
+std::vector<float> to_float32(const TensorView& view);
 
 // One .safetensors file, mmapped read-only.
 class SafetensorsFile {
