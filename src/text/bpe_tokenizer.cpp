@@ -1,6 +1,7 @@
 #include "text/bpe_tokenizer.h"
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <queue>
@@ -22,6 +23,97 @@ struct StringHash {
 };
 template <typename V>
 using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+
+// Token text -> id, open addressing over one flat array with the strings in one arena: vocabulary lookups are the
+// hottest operation of encoding, and this needs about one cache miss per lookup where std::unordered_map needs three.
+class TokenTable {
+ public:
+  void reserve(size_t n) {
+    size_t want = 16;
+    while (want < n * 2) want <<= 1;
+    if (want > slots_.size()) rehash(want);
+  }
+  // Inserts or overwrites.
+  void set(std::string_view key, int32_t value) {
+    if ((size_ + 1) * 2 > slots_.size()) rehash(std::max<size_t>(16, slots_.size() * 2));
+    const uint64_t h = hash_of(key);
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      Slot& slot = slots_[i];
+      if (slot.value < 0) {
+        if (arena_.size() + key.size() > UINT32_MAX) fail("tokenizer vocabulary text exceeds 4 GiB");
+        slot = {h, static_cast<uint32_t>(arena_.size()), static_cast<uint32_t>(key.size()), value};
+        arena_.append(key);
+        ++size_;
+        return;
+      }
+      if (slot.hash == h && key_of(slot) == key) {
+        slot.value = value;
+        return;
+      }
+    }
+  }
+  int32_t find(std::string_view key) const {
+    if (slots_.empty()) return -1;
+    const uint64_t h = hash_of(key);
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      const Slot& slot = slots_[i];
+      if (slot.value < 0) return -1;
+      if (slot.hash == h && slot.length == key.size() && key_of(slot) == key) return slot.value;
+    }
+  }
+  size_t size() const { return size_; }
+  template <typename F>
+  void for_each(F&& f) const {
+    for (const Slot& slot : slots_)
+      if (slot.value >= 0) f(key_of(slot), slot.value);
+  }
+  void clear() {
+    slots_.clear();
+    arena_.clear();
+    size_ = 0;
+    mask_ = 0;
+  }
+
+ private:
+  struct Slot {
+    uint64_t hash = 0;
+    uint32_t offset = 0, length = 0;
+    int32_t value = -1;  // -1: empty
+  };
+  static uint64_t hash_of(std::string_view key) {
+    const char* p = key.data();
+    size_t n = key.size();
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+    while (n >= 8) {
+      uint64_t w;
+      std::memcpy(&w, p, 8);
+      h = (h ^ w) * 0xff51afd7ed558ccdull;
+      h ^= h >> 32;
+      p += 8;
+      n -= 8;
+    }
+    uint64_t w = 0;
+    std::memcpy(&w, p, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 29);
+  }
+  std::string_view key_of(const Slot& slot) const { return std::string_view(arena_).substr(slot.offset, slot.length); }
+  void rehash(size_t capacity) {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(capacity, Slot{});
+    mask_ = capacity - 1;
+    for (const Slot& slot : old) {
+      if (slot.value < 0) continue;
+      size_t i = slot.hash & mask_;
+      while (slots_[i].value >= 0) i = (i + 1) & mask_;
+      slots_[i] = slot;
+    }
+  }
+  std::vector<Slot> slots_;
+  std::string arena_;
+  size_t size_ = 0;
+  size_t mask_ = 0;
+};
 
 // ----------------------------------------------------------------------------------------------------------------
 // Reading tokenizer.json with errors that say where.
@@ -92,14 +184,21 @@ std::string type_of(const json& obj, const Where& where) {
 // GPT-2's byte <-> printable-character map used by ByteLevel.
 
 struct ByteMap {
-  std::string byte_to_utf8[256];
+  struct Mapped {
+    char bytes[2] = {0, 0};
+    uint8_t length = 0;  // every stand-in is below U+0800, so one or two UTF-8 bytes
+  };
+  Mapped byte_utf8[256];
   std::unordered_map<char32_t, uint8_t> cp_to_byte;
   ByteMap() {
     int extra = 0;
     for (int b = 0; b < 256; ++b) {
       const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
       const char32_t cp = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + extra++);
-      unicode::append_utf8(byte_to_utf8[b], cp);
+      std::string utf8;
+      unicode::append_utf8(utf8, cp);
+      byte_utf8[b].length = static_cast<uint8_t>(utf8.size());
+      for (size_t k = 0; k < utf8.size(); ++k) byte_utf8[b].bytes[k] = utf8[k];
       cp_to_byte[cp] = static_cast<uint8_t>(b);
     }
   }
@@ -344,10 +443,20 @@ struct ByteLevelPreTokenizer : PreTokenizer {
       if (gpt2) gpt2->find_all(piece, found);
       else found.emplace_back(0, piece.size());
       // gpt2 matches every position (no gaps), so the matches are the Isolated split.
+      // Each byte becomes one or two UTF-8 bytes of its stand-in character: reserve the worst case, then write.
+      size_t at = out.buf.size();
+      out.buf.resize(at + 2 * piece.size());
+      char* dst = out.buf.data();
       for (const auto& [b, e] : found) {
-        for (size_t i = b; i < e; ++i) out.buf.append(map.byte_to_utf8[static_cast<uint8_t>(piece[i])]);
-        out.ends.push_back(out.buf.size());
+        for (size_t i = b; i < e; ++i) {
+          const auto& mapped = map.byte_utf8[static_cast<uint8_t>(piece[i])];
+          dst[at] = mapped.bytes[0];
+          dst[at + 1] = mapped.bytes[1];
+          at += mapped.length;
+        }
+        out.ends.push_back(at);
       }
+      out.buf.resize(at);
     }
   }
 };
@@ -672,7 +781,7 @@ class AddedTokenMatcher {
 // The BPE model.
 
 struct BpeModel {
-  StringMap<int32_t> vocab;
+  TokenTable vocab;
   std::vector<std::string> id_to_token;  // by id; "" where the vocabulary has a hole
   struct Merge {
     int32_t rank;
@@ -687,36 +796,43 @@ struct BpeModel {
 
   static constexpr size_t kCacheCapacity = 200000;
   mutable std::mutex cache_mutex;
-  mutable StringMap<std::vector<int32_t>> cache;
+  mutable TokenTable cache;                // word -> entry index
+  mutable std::vector<std::pair<uint32_t, uint32_t>> cache_entries;  // (offset, count) in cache_ids
+  mutable std::vector<int32_t> cache_ids;
 
   static uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
 
   std::optional<int32_t> find(std::string_view token) const {
-    auto it = vocab.find(token);
-    if (it == vocab.end()) return std::nullopt;
-    return it->second;
+    const int32_t id = vocab.find(token);
+    if (id < 0) return std::nullopt;
+    return id;
   }
 
   void tokenize(std::string_view word, std::vector<int32_t>& out) const {
     if (ignore_merges) {
-      auto it = vocab.find(word);
-      if (it != vocab.end()) {
-        out.push_back(it->second);
+      const int32_t id = vocab.find(word);
+      if (id >= 0) {
+        out.push_back(id);
         return;
       }
     }
     {
       std::lock_guard<std::mutex> lock(cache_mutex);
-      auto it = cache.find(word);
-      if (it != cache.end()) {
-        out.insert(out.end(), it->second.begin(), it->second.end());
+      const int32_t entry = cache.find(word);
+      if (entry >= 0) {
+        const auto [offset, count] = cache_entries[entry];
+        out.insert(out.end(), cache_ids.begin() + offset, cache_ids.begin() + offset + count);
         return;
       }
     }
     std::vector<int32_t> ids = merge_word(word);
     out.insert(out.end(), ids.begin(), ids.end());
     std::lock_guard<std::mutex> lock(cache_mutex);
-    if (cache.size() < kCacheCapacity) cache.emplace(std::string(word), std::move(ids));
+    if (cache.size() < kCacheCapacity && cache.find(word) < 0) {
+      cache.set(word, static_cast<int32_t>(cache_entries.size()));
+      cache_entries.emplace_back(static_cast<uint32_t>(cache_ids.size()), static_cast<uint32_t>(ids.size()));
+      cache_ids.insert(cache_ids.end(), ids.begin(), ids.end());
+    }
   }
 
   // The initial symbols of a word (one per character, with unknown-character handling), then merges by rank.
@@ -1024,20 +1140,23 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_json(const json& root, const js
   int32_t max_id = -1;
   bpe.vocab.reserve(vocab->size());
   for (auto it = vocab->begin(); it != vocab->end(); ++it) {
-    const int32_t id = static_cast<int32_t>(get_int(it.value(), wm.at("vocab").at(it.key()), 0, (1 << 24)));
+    const json& value = it.value();
+    const int32_t id = value.is_number_unsigned() && value.get<uint64_t>() <= (1u << 24)
+                           ? static_cast<int32_t>(value.get<uint64_t>())
+                           : static_cast<int32_t>(get_int(value, wm.at("vocab").at(it.key()), 0, (1 << 24)));
     if (!unicode::is_valid_utf8(it.key())) wm.at("vocab").error("a token is not valid UTF-8");
-    bpe.vocab[it.key()] = id;
+    bpe.vocab.set(it.key(), id);
     max_id = std::max(max_id, id);
   }
   bpe.id_to_token.assign(static_cast<size_t>(max_id + 1), "");
-  for (const auto& [token, id] : bpe.vocab) {
+  bpe.vocab.for_each([&](std::string_view token, int32_t id) {
     bpe.id_to_token[id] = token;
     size_t i = 0;
     if (!token.empty()) {
       const char32_t cp = unicode::decode_utf8(token, i);
       if (i == token.size()) bpe.char_ids[cp] = id;
     }
-  }
+  });
   if (const json* d = member(*model, "dropout")) {
     if (!d->is_number()) wm.at("dropout").error("expected a number or null");
     if (d->get<double>() != 0.0) wm.at("dropout").error("BPE dropout is not supported (it makes encoding random)");
