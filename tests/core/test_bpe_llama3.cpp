@@ -2,6 +2,9 @@
 // as plain text), BOS from the post-processor, and every decoding variant the fixture records.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include "test_util.h"
 #include "text/bpe_tokenizer.h"
 #include "util/error.h"
@@ -135,4 +138,25 @@ TEST(BpeLlama3, GuardPromptSegmentsGiveFixtureIds) {
     EXPECT_EQ(ids, ids_of(c["ids"])) << c["id"];
     EXPECT_EQ(llama3().decode(ids, false, false), c["rendered"].get<std::string>()) << c["id"];
   }
+}
+
+// The word cache is shared: encoding from several threads at once must give the single-threaded ids.
+TEST(BpeLlama3, ConcurrentEncodingMatches) {
+  const BpeTokenizer* tokenizer = &llama3();  // ctest runs each test in its own process: the cache starts empty
+  std::vector<std::string> texts;
+  for (const auto& c : cases()) texts.push_back(c["text"]);
+  std::vector<std::vector<int32_t>> expected;
+  for (const auto& c : cases()) expected.push_back(ids_of(c["ids"]));
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t k = 0; k < texts.size(); ++k) {
+        const size_t i = (k * 7 + t * 13) % texts.size();
+        if (tokenizer->encode(texts[i]) != expected[i]) ++mismatches;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
