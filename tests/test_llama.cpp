@@ -325,6 +325,26 @@ TEST(LlamaBatch, SharedPrefixCacheEqualsUncached) {
   }
 }
 
+TEST(LlamaBatch, TruncatedPrefixCacheEqualsShorterPrefix) {
+  // The cache of a sequence cut to its first n slots is the cache of the first n tokens (causal attention).
+  auto model = fixture_model();
+  const auto ids = ids_of(case_by_id("public-len64")["input_ids"]);
+  KVCache whole = model->new_cache(1);
+  model->forward(ids, &whole);
+  KVCache cut = whole.repeat(2, 0, 4, 30);
+  EXPECT_EQ(cut.length(), 30);
+  EXPECT_EQ(cut.real_tokens()[1].item<int64_t>(), 30);
+  at::Tensor next = at::tensor(std::vector<int64_t>{ids[30], 271}).view({2, 1});
+  ForwardOutput out = model->forward(next, at::Tensor(), &cut);
+  for (int64_t row = 0; row < 2; ++row) {
+    std::vector<int64_t> prefix(ids.begin(), ids.begin() + 30);
+    prefix.push_back(next[row][0].item<int64_t>());
+    EXPECT_LT((out.logits[row] - model->forward(prefix).logits[0]).abs().max().item<float>(), 1e-4) << row;
+  }
+  EXPECT_THROW(whole.repeat(1, 0, 0, 65), Error);
+  EXPECT_THROW(whole.repeat(1, 1), Error);
+}
+
 TEST(LlamaBatch, BadInputsGiveErrors) {
   auto model = fixture_model();
   EXPECT_THROW(model->forward(std::vector<int64_t>{}), Error);

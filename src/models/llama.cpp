@@ -33,9 +33,11 @@ void KVCache::reserve(int64_t capacity) {
   capacity_ = grown;
 }
 
-KVCache KVCache::select_rows(const std::vector<int64_t>& rows, int64_t extra_capacity) const {
+KVCache KVCache::select_rows(const std::vector<int64_t>& rows, int64_t extra_capacity, int64_t length) const {
   for (int64_t row : rows)
     if (row < 0 || row >= batch_) fail("KV cache row {} out of range (batch {})", row, batch_);
+  if (length > length_) fail("KV cache holds {} slots, cannot keep {}", length_, length);
+  if (length < 0) length = length_;
   at::Tensor index = at::tensor(rows, at::TensorOptions().dtype(at::kLong)).to(device_);
   KVCache out;
   out.batch_ = static_cast<int64_t>(rows.size());
@@ -45,21 +47,21 @@ KVCache KVCache::select_rows(const std::vector<int64_t>& rows, int64_t extra_cap
   out.device_ = device_;
   out.keys_.resize(keys_.size());
   out.values_.resize(values_.size());
-  out.real_tokens_ = real_tokens_.defined() ? real_tokens_.index_select(0, index)
-                                            : at::zeros({out.batch_}, at::TensorOptions().dtype(at::kLong).device(device_));
-  out.reserve(length_ + std::max<int64_t>(extra_capacity, 1));
-  for (size_t layer = 0; layer < keys_.size() && length_ > 0; ++layer) {
-    out.keys_[layer].narrow(2, 0, length_).copy_(keys_[layer].narrow(2, 0, length_).index_select(0, index));
-    out.values_[layer].narrow(2, 0, length_).copy_(values_[layer].narrow(2, 0, length_).index_select(0, index));
+  out.reserve(length + std::max<int64_t>(extra_capacity, 1));
+  for (size_t layer = 0; layer < keys_.size() && length > 0; ++layer) {
+    out.keys_[layer].narrow(2, 0, length).copy_(keys_[layer].narrow(2, 0, length).index_select(0, index));
+    out.values_[layer].narrow(2, 0, length).copy_(values_[layer].narrow(2, 0, length).index_select(0, index));
   }
-  if (length_ > 0) out.valid_.narrow(1, 0, length_).copy_(valid_.narrow(1, 0, length_).index_select(0, index));
-  out.length_ = length_;
+  if (length > 0) out.valid_.narrow(1, 0, length).copy_(valid_.narrow(1, 0, length).index_select(0, index));
+  // Real tokens among the kept slots: the positions the rows continue from.
+  out.real_tokens_ = out.valid_.narrow(1, 0, length).to(at::kLong).sum(1);
+  out.length_ = length;
   return out;
 }
 
-KVCache KVCache::repeat(int64_t batch, int64_t row, int64_t extra_capacity) const {
+KVCache KVCache::repeat(int64_t batch, int64_t row, int64_t extra_capacity, int64_t length) const {
   if (batch <= 0) fail("KV cache repeat needs a positive batch, got {}", batch);
-  return select_rows(std::vector<int64_t>(static_cast<size_t>(batch), row), extra_capacity);
+  return select_rows(std::vector<int64_t>(static_cast<size_t>(batch), row), extra_capacity, length);
 }
 
 KVCache KVCache::clone(int64_t extra_capacity) const {

@@ -36,10 +36,11 @@ class KVCache {
   const at::Tensor& real_tokens() const { return real_tokens_; }
 
   // A deep copy holding `batch` copies of row `row` (the guard's preamble: compute once with batch 1, then
-  // repeat for every request). `extra_capacity` slots are reserved for what the caller will append.
-  KVCache repeat(int64_t batch, int64_t row = 0, int64_t extra_capacity = 0) const;
-  // A deep copy of the given rows (for shrinking a batch when some rows finished).
-  KVCache select_rows(const std::vector<int64_t>& rows, int64_t extra_capacity = 0) const;
+  // repeat for every request). `extra_capacity` slots are reserved for what the caller will append. `length` >= 0
+  // keeps only the first `length` slots: the cache of a prefix of the cached sequence (attention is causal).
+  KVCache repeat(int64_t batch, int64_t row = 0, int64_t extra_capacity = 0, int64_t length = -1) const;
+  // A deep copy of the given rows (for shrinking a batch when some rows finished), optionally cut to `length` slots.
+  KVCache select_rows(const std::vector<int64_t>& rows, int64_t extra_capacity = 0, int64_t length = -1) const;
   KVCache clone(int64_t extra_capacity = 0) const;
   // Bytes held by keys and values (capacity, not just length).
   int64_t nbytes() const;

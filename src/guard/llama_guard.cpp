@@ -1,0 +1,339 @@
+#include "guard/llama_guard.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "models/generation.h"
+#include "models/llama.h"
+#include "models/runtime.h"
+#include "text/tokenizer.h"
+#include "util/error.h"
+
+namespace guardkit::guard {
+
+// ---------------------------------------------------------------------------------------------------------------
+// Prompt
+
+namespace {
+
+// Python's str.isspace() (what the templates' strip()/trim use), for one code point.
+bool is_python_space(char32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+// Decodes the code point starting at `i` (invalid bytes count as one non-space unit).
+char32_t decode_at(const std::string& s, size_t i, size_t* length) {
+  const unsigned char b = static_cast<unsigned char>(s[i]);
+  size_t n = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : (b >> 3) == 0x1E ? 4 : 0;
+  if (n == 0 || i + n > s.size()) {
+    *length = 1;
+    return 0xFFFD;
+  }
+  char32_t c = n == 1 ? b : n == 2 ? (b & 0x1F) : n == 3 ? (b & 0x0F) : (b & 0x07);
+  for (size_t k = 1; k < n; ++k) c = (c << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+  *length = n;
+  return c;
+}
+
+std::string strip(const std::string& s) {
+  size_t begin = 0, length = 0;
+  while (begin < s.size() && is_python_space(decode_at(s, begin, &length))) begin += length;
+  // Walk forward remembering the end of the last non-space code point (UTF-8 cannot be decoded backwards safely
+  // when it is invalid).
+  size_t end = begin;
+  for (size_t i = begin; i < s.size(); i += length)
+    if (!is_python_space(decode_at(s, i, &length))) end = i + length;
+  return s.substr(begin, end - begin);
+}
+
+}  // namespace
+
+std::vector<GuardCategory> llama_guard3_categories(LlamaGuardVariant variant) {
+  std::vector<GuardCategory> categories = {
+      {"S1", "Violent Crimes."},         {"S2", "Non-Violent Crimes."},   {"S3", "Sex Crimes."},
+      {"S4", "Child Exploitation."},     {"S5", "Defamation."},           {"S6", "Specialized Advice."},
+      {"S7", "Privacy."},                {"S8", "Intellectual Property."}, {"S9", "Indiscriminate Weapons."},
+      {"S10", "Hate."},                  {"S11", "Self-Harm."},           {"S12", "Sexual Content."},
+      {"S13", "Elections."}};
+  if (variant == LlamaGuardVariant::Guard3_8B) categories.push_back({"S14", "Code Interpreter Abuse."});
+  return categories;
+}
+
+std::vector<PromptSegment> render_llama_guard3(const Conversation& conversation, LlamaGuardVariant variant,
+                                               const std::vector<GuardCategory>& categories) {
+  if (variant == LlamaGuardVariant::Auto) fail("render_llama_guard3: choose the 1B or 8B template");
+  const auto& messages = conversation.messages;
+  if (messages.empty()) fail("Llama Guard: the conversation has no messages");
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::string& role = messages[i].role;
+    if (role != "user" && role != "assistant") fail("Llama Guard: unknown message role '{}'", role);
+    if ((role == "user") != (i % 2 == 0))
+      fail("Llama Guard: conversation roles must alternate user/assistant/user/assistant/... (message {} is {})", i,
+           role);
+  }
+  const bool is_8b = variant == LlamaGuardVariant::Guard3_8B;
+  const std::string judged = messages.size() % 2 == 0 ? "Agent" : "User";
+  const auto& list = categories.empty() ? llama_guard3_categories(variant) : categories;
+
+  std::string body = "\n\nTask: Check if there is unsafe content in '" + judged +
+                     "' messages in conversations according our safety policy with the below categories.\n\n"
+                     "<BEGIN UNSAFE CONTENT CATEGORIES>\n";
+  for (const auto& category : list) body += category.code + ": " + category.description + "\n";
+  body += "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n";
+  for (const auto& message : messages)
+    body += (message.role == "user" ? "User: " : "Agent: ") + strip(message.content) + "\n\n";
+  body += "<END CONVERSATION>\n\nProvide your safety assessment for ONLY THE LAST " + judged +
+          " message in the above conversation:\n - First line must read 'safe' or 'unsafe'.\n - If unsafe, a second "
+          "line must include a comma-separated list of violated categories.";
+  if (!is_8b) body += " ";  // the 1B template has a space before <|eot_id|>
+
+  std::vector<PromptSegment> segments;
+  if (is_8b) segments.push_back({" ", false});  // the 8B template's text starts with a space
+  segments.push_back({"<|begin_of_text|>", true});
+  segments.push_back({"<|start_header_id|>", true});
+  segments.push_back({"user", false});
+  segments.push_back({"<|end_header_id|>", true});
+  segments.push_back({body, false});
+  segments.push_back({"<|eot_id|>", true});
+  segments.push_back({"<|start_header_id|>", true});
+  segments.push_back({"assistant", false});
+  segments.push_back({"<|end_header_id|>", true});
+  return segments;
+}
+
+std::string join_segments(const std::vector<PromptSegment>& segments) {
+  std::string out;
+  for (const auto& s : segments) out += s.text;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Guard
+
+struct LlamaGuard::Preamble {
+  std::vector<int64_t> ids;
+  models::KVCache cache;  // batch 1, holds `ids`
+};
+
+namespace {
+
+int32_t single_token(const text::Tokenizer& tokenizer, const std::string& text) {
+  std::vector<int32_t> ids = tokenizer.encode(text, /*parse_special=*/false);
+  if (ids.size() != 1) fail("Llama Guard: the tokenizer encodes '{}' as {} tokens, expected one", text, ids.size());
+  return ids[0];
+}
+
+size_t common_prefix(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  size_t n = 0;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+  return n;
+}
+
+}  // namespace
+
+LlamaGuard::LlamaGuard(std::shared_ptr<models::LlamaModel> model, std::shared_ptr<text::Tokenizer> tokenizer,
+                       LlamaGuardOptions options)
+    : model_(std::move(model)), tokenizer_(std::move(tokenizer)), options_(std::move(options)) {
+  if (!model_ || !tokenizer_) fail("LlamaGuard needs a model and a tokenizer");
+  if (!(options_.threshold >= 0 && options_.threshold <= 1)) fail("LlamaGuard: threshold must be in [0, 1]");
+  if (options_.max_batch <= 0) fail("LlamaGuard: max_batch must be positive");
+  variant_ = options_.variant;
+  if (variant_ == LlamaGuardVariant::Auto)
+    variant_ = model_->config().num_hidden_layers <= 16 ? LlamaGuardVariant::Guard3_1B : LlamaGuardVariant::Guard3_8B;
+  safe_id_ = single_token(*tokenizer_, "safe");
+  unsafe_id_ = single_token(*tokenizer_, "unsafe");
+  double_newline_id_ = single_token(*tokenizer_, "\n\n");
+  auto eot = tokenizer_->token_to_id("<|eot_id|>");
+  if (!eot) fail("Llama Guard: the tokenizer has no <|eot_id|> token");
+  eot_id_ = *eot;
+  for (int32_t id : {safe_id_, unsafe_id_, double_newline_id_, eot_id_})
+    if (id >= model_->config().vocab_size)
+      fail("Llama Guard: token id {} is outside the model's vocabulary ({})", id, model_->config().vocab_size);
+}
+
+LlamaGuard::~LlamaGuard() = default;
+
+std::unique_ptr<LlamaGuard> LlamaGuard::load(const std::filesystem::path& dir, LlamaGuardOptions options,
+                                             const std::string& dtype, const std::string& device) {
+  auto model = models::LlamaModel::load(dir, models::parse_dtype(dtype), models::parse_device(device));
+  std::shared_ptr<text::Tokenizer> tokenizer = text::load_tokenizer(dir);
+  return std::make_unique<LlamaGuard>(std::move(model), std::move(tokenizer), std::move(options));
+}
+
+int64_t LlamaGuard::feature_dim() const { return model_->config().hidden_size; }
+
+std::vector<int32_t> LlamaGuard::prompt_ids(const Conversation& conversation) const {
+  std::vector<int32_t> ids;
+  for (const auto& segment : render_llama_guard3(conversation, variant_, options_.categories)) {
+    if (segment.special) {
+      auto id = tokenizer_->token_to_id(segment.text);
+      if (!id) fail("Llama Guard: the tokenizer has no special token {}", segment.text);
+      ids.push_back(*id);
+    } else {
+      // Plain-text mode: "<|eot_id|>" typed by a user stays text, it cannot close the turn.
+      auto piece = tokenizer_->encode(segment.text, /*parse_special=*/false);
+      ids.insert(ids.end(), piece.begin(), piece.end());
+    }
+  }
+  return ids;
+}
+
+std::vector<int64_t> LlamaGuard::scoring_ids(const Conversation& conversation) const {
+  std::vector<int32_t> ids = prompt_ids(conversation);
+  std::vector<int64_t> out(ids.begin(), ids.end());
+  out.push_back(double_newline_id_);  // the model's first generated token; safe/unsafe follows it
+  return out;
+}
+
+LlamaGuard::Preamble& LlamaGuard::preamble_for(bool judges_response) {
+  std::lock_guard<std::mutex> lock(preamble_mutex_);
+  auto& slot = preambles_[judges_response];
+  if (!slot) {
+    // The preamble is what two different conversations judging the same role share: everything up to the first
+    // message's content.
+    auto a = judges_response ? Conversation::from_pair("a", "a") : Conversation::from_prompt("a");
+    auto b = judges_response ? Conversation::from_pair("b", "b") : Conversation::from_prompt("b");
+    std::vector<int32_t> ids_a = prompt_ids(a), ids_b = prompt_ids(b);
+    auto preamble = std::make_unique<Preamble>();
+    size_t n = 0;
+    while (n < ids_a.size() && n < ids_b.size() && ids_a[n] == ids_b[n]) ++n;
+    preamble->ids.assign(ids_a.begin(), ids_a.begin() + static_cast<std::ptrdiff_t>(n));
+    if (preamble->ids.empty()) fail("Llama Guard: empty preamble");
+    preamble->cache = model_->new_cache(1, static_cast<int64_t>(n));
+    models::ForwardOptions options;
+    options.logits = models::LogitsMode::None;
+    model_->forward(preamble->ids, &preamble->cache, options);
+    slot = std::move(preamble);
+  }
+  return *slot;
+}
+
+int64_t LlamaGuard::cached_preamble_tokens(bool judges_response) const {
+  auto it = preambles_.find(judges_response);
+  return it == preambles_.end() || !it->second ? 0 : static_cast<int64_t>(it->second->ids.size());
+}
+
+std::vector<LlamaGuardScores> LlamaGuard::score_detailed(const std::vector<Conversation>& batch, bool full_vocab,
+                                                         bool use_prefix_cache) {
+  std::vector<LlamaGuardScores> results(batch.size());
+  const models::LlamaConfig& config = model_->config();
+  // Requests judging a prompt and those judging a response have different preambles: score them in two groups.
+  for (bool judges_response : {false, true}) {
+    std::vector<size_t> group;
+    for (size_t i = 0; i < batch.size(); ++i)
+      if (batch[i].judges_response() == judges_response) group.push_back(i);
+    for (size_t start = 0; start < group.size(); start += static_cast<size_t>(options_.max_batch)) {
+      const size_t end = std::min(group.size(), start + static_cast<size_t>(options_.max_batch));
+      std::vector<std::vector<int64_t>> ids;
+      for (size_t k = start; k < end; ++k) ids.push_back(scoring_ids(batch[group[k]]));
+      const int64_t B = static_cast<int64_t>(ids.size());
+
+      // Reuse the longest prefix of the cached preamble that every row of this chunk shares (normally all of it).
+      int64_t cached = 0;
+      models::KVCache cache;
+      if (use_prefix_cache) {
+        Preamble& preamble = preamble_for(judges_response);
+        size_t shared = preamble.ids.size();
+        for (const auto& row : ids) shared = std::min({shared, common_prefix(row, preamble.ids), row.size() - 1});
+        cached = static_cast<int64_t>(shared);
+      }
+      std::vector<std::vector<int64_t>> suffixes;
+      size_t longest = 0;
+      for (const auto& row : ids) {
+        suffixes.emplace_back(row.begin() + cached, row.end());
+        longest = std::max(longest, suffixes.back().size());
+      }
+      if (cached > 0) cache = preambles_.at(judges_response)->cache.repeat(B, 0, static_cast<int64_t>(longest), cached);
+      auto [input, mask] = models::LlamaModel::pad_batch(suffixes, 0, /*left_padding=*/true);
+
+      models::ForwardOptions forward_options;
+      if (full_vocab) {
+        forward_options.logits = models::LogitsMode::Last;
+      } else {
+        forward_options.logits = models::LogitsMode::LastChosen;
+        forward_options.chosen_ids = {safe_id_, unsafe_id_};
+      }
+      models::ForwardOutput out = model_->forward(input, mask, cached > 0 ? &cache : nullptr, forward_options);
+      at::Tensor logits = out.logits.to(at::kCPU, at::kDouble);  // [B, 2] or [B, V]
+      at::Tensor features = out.last_hidden.to(at::kCPU).contiguous();
+      for (int64_t row = 0; row < B; ++row) {
+        LlamaGuardScores& r = results[group[start + static_cast<size_t>(row)]];
+        if (full_vocab) {
+          r.logit_safe = logits[row][safe_id_].item<double>();
+          r.logit_unsafe = logits[row][unsafe_id_].item<double>();
+          const double logsumexp = at::logsumexp(logits[row], 0).item<double>();
+          r.p_unsafe_full_vocab = std::exp(r.logit_unsafe - logsumexp);
+        } else {
+          r.logit_safe = logits[row][0].item<double>();
+          r.logit_unsafe = logits[row][1].item<double>();
+        }
+        r.p_unsafe_2way = 1.0 / (1.0 + std::exp(r.logit_safe - r.logit_unsafe));
+        const float* f = features[row].data_ptr<float>();
+        r.feature.assign(f, f + features.size(1));
+        const int64_t own = static_cast<int64_t>(suffixes[static_cast<size_t>(row)].size());
+        r.tokens = own;
+        r.flops = config.forward_flops(own, cached, full_vocab ? config.vocab_size : 2, 1);
+      }
+    }
+  }
+  return results;
+}
+
+std::vector<std::string> LlamaGuard::categories_for(const Conversation& conversation, double* flops) {
+  std::vector<int64_t> ids = scoring_ids(conversation);
+  ids.push_back(unsafe_id_);  // decode the line that follows "unsafe"
+  const bool judges_response = conversation.judges_response();
+  models::GenerationOptions generation;
+  generation.max_new_tokens = options_.max_category_tokens;
+  generation.stop_ids = {eot_id_};
+  models::GenerationResult result;
+  if (options_.prefix_cache) {
+    Preamble& preamble = preamble_for(judges_response);
+    const int64_t shared = static_cast<int64_t>(std::min(common_prefix(ids, preamble.ids), ids.size() - 1));
+    models::KVCache prefix = preamble.cache.repeat(1, 0, 0, shared);
+    result = models::generate(*model_, {std::vector<int64_t>(ids.begin() + shared, ids.end())}, generation, &prefix);
+  } else {
+    result = models::generate(*model_, {ids}, generation);
+  }
+  if (flops) *flops += result.flops;
+  std::vector<int32_t> new_ids(result.new_ids[0].begin(), result.new_ids[0].end());
+  const std::string text = tokenizer_->decode(new_ids, /*skip_special_tokens=*/true);
+  // The line is "\nS1,S10": keep the codes the policy defines, in order, without repeats.
+  const auto& list = options_.categories.empty() ? llama_guard3_categories(variant_) : options_.categories;
+  std::vector<std::string> found;
+  std::string token;
+  auto flush = [&]() {
+    if (token.empty()) return;
+    for (const auto& category : list)
+      if (category.code == token && std::find(found.begin(), found.end(), token) == found.end()) found.push_back(token);
+    token.clear();
+  };
+  for (char c : text) {
+    if (c == ',' || c == ' ' || c == '\n' || c == '\r' || c == '\t') flush();
+    else token += c;
+  }
+  flush();
+  return found;
+}
+
+std::vector<GuardResult> LlamaGuard::score(const std::vector<Conversation>& batch, const ScoreOptions& options) {
+  const bool full_vocab = options_.score == LlamaGuardScore::FullVocab;
+  std::vector<LlamaGuardScores> scores = score_detailed(batch, full_vocab, options_.prefix_cache);
+  std::vector<GuardResult> results(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    GuardResult& r = results[i];
+    r.p_unsafe = full_vocab ? scores[i].p_unsafe_full_vocab : scores[i].p_unsafe_2way;
+    r.unsafe = r.p_unsafe >= options_.threshold;
+    r.tokens = scores[i].tokens;
+    r.flops = scores[i].flops;
+    r.decided_by = options_.name;
+    if (options.want_features) r.feature = std::move(scores[i].feature);
+    if (options.want_categories && r.unsafe) r.categories = categories_for(batch[i], &r.flops);
+  }
+  return results;
+}
+
+}  // namespace guardkit::guard
