@@ -39,6 +39,7 @@ struct GuardResult {
   int64_t tokens = 0;                   // tokens this item cost the model
   double flops = 0.0;                   // forward FLOPs for this item (2 * params * tokens + attention)
   std::string decided_by;               // name of the guard that decided
+  std::optional<double> router_score;   // set by a routing guard (route/routed_guard.h): the router's score
 };
 
 class Guard {

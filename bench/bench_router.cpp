@@ -1,0 +1,79 @@
+// SafeRoute router cost: training on cached features (10,000 x 2048 by default, random, a few epochs; per-epoch time
+// and the extrapolation to the paper's 1000 epochs), and routing one batch of 32 (posterior mean) — the number to
+// compare with a small-guard forward of the same batch.
+//   bench_router [--n 10000] [--dim 2048] [--epochs 3] [--threads 0] [--hidden 512]
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "models/runtime.h"
+#include "route/router.h"
+
+using namespace guardkit::route;
+
+int main(int argc, char** argv) {
+  int64_t n = 10000, dim = 2048, epochs = 3, hidden = 512;
+  int threads = 0;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string key = argv[i];
+    const long long value = std::atoll(argv[i + 1]);
+    if (key == "--n") n = value;
+    else if (key == "--dim") dim = value;
+    else if (key == "--epochs") epochs = value;
+    else if (key == "--threads") threads = static_cast<int>(value);
+    else if (key == "--hidden") hidden = value;
+    else {
+      std::fprintf(stderr, "unknown option %s\n", key.c_str());
+      return 2;
+    }
+  }
+  guardkit::models::init_runtime(threads);
+  std::mt19937_64 rng(1);
+  std::normal_distribution<float> normal(0, 1);
+  std::uniform_real_distribution<float> uniform(0, 1);
+  std::vector<float> features(n * dim), p_small(n), p_large(n);
+  std::vector<int8_t> labels(n);
+  for (auto& f : features) f = normal(rng);
+  for (int64_t i = 0; i < n; ++i) {
+    labels[i] = uniform(rng) < 0.4f;
+    p_small[i] = uniform(rng);
+    p_large[i] = uniform(rng);
+  }
+  const FeatureCache cache = make_feature_cache(dim, features, p_small, p_large, labels, "bench:random");
+
+  RouterConfig config;
+  config.epochs = epochs;
+  config.hidden = hidden;
+  config.progress = false;
+  std::printf("bench_router: n=%lld dim=%lld hidden=%lld batch=%lld epochs=%lld threads=%d\n", (long long)n,
+              (long long)dim, (long long)hidden, (long long)config.batch_size, (long long)epochs,
+              threads);
+  double total = 0;
+  SafeRouteRouter router = SafeRouteRouter::train(cache, config, {}, [&](const TrainEpochStats& s) {
+    std::printf("  epoch %lld: %.3f s (bce %.4f kl %.4f)\n", (long long)s.epoch, s.seconds, s.bce, s.kl);
+    total += s.seconds;
+  });
+  const double per_epoch = total / epochs;
+  std::printf("train: %.3f s/epoch (mean of %lld), %.1f ms/step; 1000 epochs ~ %.1f min\n", per_epoch,
+              (long long)epochs, 1e3 * per_epoch / ((n + config.batch_size - 1) / config.batch_size),
+              per_epoch * 1000 / 60);
+
+  // Routing one batch of 32: the router's whole cost on top of the small guard's forward.
+  RouteBatch batch = RouteBatch::of(cache);
+  batch.n = 32;
+  for (int i = 0; i < 20; ++i) router.scores(batch);  // warm up
+  constexpr int kReps = 500;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kReps; ++i) router.scores(batch);
+  const double per_batch = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / kReps;
+  std::printf("route: %.3f ms per batch of 32 (posterior mean)\n", 1e3 * per_batch);
+  router.set_mc_samples(8, 1);
+  const auto t1 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 50; ++i) router.scores(batch);
+  std::printf("route: %.3f ms per batch of 32 (8 MC samples)\n",
+              1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() / 50);
+  return 0;
+}
