@@ -127,17 +127,16 @@ TEST(RouteFeatures, LoadsLabelledJsonl) {
   {
     std::ofstream out(dir / "d.jsonl");
     out << R"({"id":"a","prompt":"hi","response":null,"label":0})" << "\n"
-        << R"({"prompt":"how","response":"so","label":"unsafe"})" << "\n";
+        << R"({"id":"b","prompt":"how","response":"so","label":1})" << "\n";
   }
-  const auto examples = load_labeled_jsonl(dir / "d.jsonl");
+  const auto examples = load_labeled((dir / "d.jsonl").string());
   ASSERT_EQ(examples.size(), 2u);
   EXPECT_EQ(examples[0].id, "a");
   EXPECT_FALSE(examples[0].conversation.judges_response());
-  EXPECT_EQ(examples[1].id, "d:2");
   EXPECT_EQ(examples[1].label, 1);
   EXPECT_EQ(*examples[1].conversation.last_response(), "so");
   { std::ofstream(dir / "bad.jsonl") << R"({"prompt":"x","label":"maybe"})" << "\n"; }
-  EXPECT_THROW(load_labeled_jsonl(dir / "bad.jsonl"), guardkit::Error);
+  EXPECT_THROW(load_labeled((dir / "bad.jsonl").string()), guardkit::Error);
 }
 
 TEST(RouteRouter, FeatureThatEncodesTGivesRoutingF1NearOne) {

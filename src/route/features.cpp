@@ -7,8 +7,8 @@
 
 #include "io/safetensors.h"
 #include "util/error.h"
-#include "util/jsonl.h"
-#include "util/progress_bar.h"
+#include "eval/datasets.h"
+#include "util/progress.h"
 
 namespace guardkit::route {
 
@@ -21,50 +21,16 @@ int routing_label(double p_small, double p_large, int label, double delta) {
   return (large_pred == label && small_pred != label) ? 1 : 0;
 }
 
-namespace {
-
-int parse_label(const json& value, const std::string& where) {
-  if (value.is_boolean()) return value.get<bool>() ? 1 : 0;
-  if (value.is_number_integer() || value.is_number_unsigned()) {
-    const auto v = value.get<int64_t>();
-    if (v == 0 || v == 1) return static_cast<int>(v);
-  }
-  if (value.is_number_float()) {
-    const double v = value.get<double>();
-    if (v == 0.0 || v == 1.0) return static_cast<int>(v);
-  }
-  if (value.is_string()) {
-    const auto& s = value.get_ref<const std::string&>();
-    if (s == "unsafe" || s == "harmful" || s == "1" || s == "yes" || s == "toxic") return 1;
-    if (s == "safe" || s == "unharmful" || s == "0" || s == "no" || s == "benign") return 0;
-  }
-  fail("{}: label must be 0/1, true/false or safe/unsafe, got {}", where, value.dump());
-}
-
-}  // namespace
-
-std::vector<LabeledExample> load_labeled_jsonl(const fs::path& path) {
+std::vector<LabeledExample> load_labeled(const std::string& name_or_path) {
   std::vector<LabeledExample> examples;
-  const std::string stem = path.stem().string();
-  for_each_jsonl_file(path.string(), [&](const json& object, size_t line) {
-    const std::string where = fmt::format("{}:{}", path.string(), line);
-    if (!object.contains("prompt") || !object["prompt"].is_string()) fail("{}: missing string field 'prompt'", where);
-    if (!object.contains("label")) fail("{}: missing field 'label'", where);
-    LabeledExample example;
-    if (object.contains("id") && !object["id"].is_null())
-      example.id = object["id"].is_string() ? object["id"].get<std::string>() : object["id"].dump();
-    else
-      example.id = fmt::format("{}:{}", stem, line);
-    std::optional<std::string> response;
-    if (object.contains("response") && !object["response"].is_null()) {
-      if (!object["response"].is_string()) fail("{}: 'response' must be a string or null", where);
-      response = object["response"].get<std::string>();
-    }
-    example.conversation = guard::Conversation::from_pair(object["prompt"].get<std::string>(), std::move(response));
-    example.label = parse_label(object["label"], where);
-    examples.push_back(std::move(example));
-  });
-  if (examples.empty()) fail("{}: no examples", path.string());
+  for (auto& example : eval::load_dataset(name_or_path)) {
+    LabeledExample labeled;
+    labeled.id = std::move(example.id);
+    labeled.conversation = guard::Conversation::from_pair(std::move(example.prompt), std::move(example.response));
+    labeled.label = example.label;
+    examples.push_back(std::move(labeled));
+  }
+  if (examples.empty()) fail("{}: no examples", name_or_path);
   return examples;
 }
 
@@ -285,7 +251,7 @@ FeatureCache score_chunk(guard::Guard& small, guard::Guard& large, const std::ve
       chunk.flops_small.push_back(s.flops);
       chunk.flops_large.push_back(large_results[k].flops);
     }
-    bar.advance(static_cast<int64_t>(batch.size()));
+    bar.advance(batch.size());
   }
   return chunk;
 }
@@ -313,8 +279,8 @@ FeatureCache build_feature_cache(guard::Guard& small, guard::Guard& large, const
     // Contextual calibration's content-free input: a prompt of one space, no response (papers.md §1.4).
     cache.p_small_content_free = small.score({guard::Conversation::from_prompt(" ")}, {}).at(0).p_unsafe;
   }
-  ProgressBar bar("features", static_cast<int64_t>(examples.size()), options.progress);
-  bar.set(static_cast<int64_t>(cache.size()));
+  ProgressBar bar("features", examples.size(), options.progress);
+  bar.update(cache.size());
   const size_t step = std::max<size_t>(1, options.checkpoint_every);
   for (size_t begin = cache.size(); begin < examples.size(); begin += step) {
     const size_t end = std::min(examples.size(), begin + step);

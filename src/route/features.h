@@ -27,9 +27,8 @@ struct LabeledExample {
   int label = 0;
 };
 
-// Reads the common dataset JSONL schema {id, prompt, response?, label, ...}. label: 0/1, true/false, or
-// "safe"/"unsafe"/"harmful"/"unharmful". A missing id becomes "<file stem>:<line>".
-std::vector<LabeledExample> load_labeled_jsonl(const std::filesystem::path& path);
+// A registered dataset name or a JSONL file in the eval/example.h schema (eval::load_dataset), as labelled examples.
+std::vector<LabeledExample> load_labeled(const std::string& name_or_path);
 
 struct FeatureCache {
   int64_t dim = 0;

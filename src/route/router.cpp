@@ -14,7 +14,7 @@
 #include "models/weights.h"
 #include "util/error.h"
 #include "util/paths.h"
-#include "util/progress_bar.h"
+#include "util/progress.h"
 
 namespace guardkit::route {
 
@@ -351,8 +351,8 @@ SafeRouteRouter SafeRouteRouter::train(const FeatureCache& data, const RouterCon
     io::write_safetensors(state_file, writes, {{"format", "pt"}, {"guardkit", meta.dump()}});
   };
 
-  ProgressBar bar("router", config.epochs, config.progress);
-  bar.set(first_epoch);
+  ProgressBar bar("router", static_cast<size_t>(config.epochs), config.progress);
+  bar.update(static_cast<size_t>(first_epoch));
   auto last_save = std::chrono::steady_clock::now();
   for (int64_t epoch = first_epoch; epoch < config.epochs; ++epoch) {
     const auto epoch_start = std::chrono::steady_clock::now();
@@ -381,7 +381,7 @@ SafeRouteRouter SafeRouteRouter::train(const FeatureCache& data, const RouterCon
     TrainEpochStats stats{epoch + 1, bce_sum / steps_per_epoch, kl_sum / steps_per_epoch,
                           std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count()};
     state->history.push_back(stats);
-    bar.set(epoch + 1, fmt::format("bce {:.4f} kl {:.4f}", stats.bce, stats.kl));
+    bar.update(static_cast<size_t>(epoch + 1), fmt::format("bce {:.4f} kl {:.4f}", stats.bce, stats.kl));
     const bool last = epoch + 1 == config.epochs;
     if (!state_file.empty() && !last &&
         std::chrono::duration<double>(std::chrono::steady_clock::now() - last_save).count() >=
