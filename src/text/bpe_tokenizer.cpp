@@ -10,6 +10,7 @@
 
 #include "text/split_regex.h"
 #include "text/unicode.h"
+#include "text/unicode_normalization.h"
 #include "util/error.h"
 #include "util/paths.h"
 
@@ -214,9 +215,11 @@ const ByteMap& byte_map() {
 struct PieceList {
   std::string buf;
   std::vector<size_t> ends;
+  bool first_at_origin = false;  // piece 0 starts at offset 0 of the original text (Metaspace's prepend "first")
   void clear() {
     buf.clear();
     ends.clear();
+    first_at_origin = false;
   }
   size_t size() const { return ends.size(); }
   std::string_view piece(size_t k) const {
@@ -233,7 +236,8 @@ struct PieceList {
 using Span = std::pair<size_t, size_t>;
 
 // Hugging Face's SplitDelimiterBehavior applied to the matches of a pattern in `text` (tokenizers' split()).
-void split_with_behavior(std::string_view text, const std::vector<Span>& found, const std::string& behavior,
+// Returns whether the first piece it emits starts at offset 0 of `text`.
+bool split_with_behavior(std::string_view text, const std::vector<Span>& found, const std::string& behavior,
                          bool invert, PieceList& out) {
   // (offsets, is_match) covering the whole text.
   std::vector<std::pair<Span, bool>> parts;
@@ -276,7 +280,13 @@ void split_with_behavior(std::string_view text, const std::vector<Span>& found, 
       previous_match = p.second;
     }
   }
-  for (const auto& [b, e] : pieces) out.push(text.substr(b, e - b));
+  bool first_at_zero = false, first = true;
+  for (const auto& [b, e] : pieces) {
+    if (b == e) continue;
+    if (first) first_at_zero = b == 0, first = false;
+    out.push(text.substr(b, e - b));
+  }
+  return first_at_zero;
 }
 
 bool valid_behavior(const std::string& b) {
@@ -359,6 +369,36 @@ struct ReplaceNormalizer : Normalizer {
   }
 };
 
+struct UnicodeNormalizer : Normalizer {
+  unicode::NormalizationForm form;
+  explicit UnicodeNormalizer(unicode::NormalizationForm f) : form(f) {}
+  void apply(std::string& text) const override { text = unicode::normalize(text, form); }
+};
+
+struct StripNormalizer : Normalizer {
+  bool left = true, right = true;
+  void apply(std::string& text) const override {
+    size_t begin = 0, end = text.size();
+    if (left) {
+      while (begin < end) {
+        size_t next = begin;
+        if (!unicode::is_whitespace(unicode::decode_utf8(text, next))) break;
+        begin = next;
+      }
+    }
+    if (right) {
+      while (end > begin) {
+        size_t start = end - 1;
+        while (start > begin && (static_cast<uint8_t>(text[start]) & 0xc0) == 0x80) --start;
+        size_t tmp = start;
+        if (!unicode::is_whitespace(unicode::decode_utf8(text, tmp))) break;
+        end = start;
+      }
+    }
+    text = text.substr(begin, end - begin);
+  }
+};
+
 std::unique_ptr<Normalizer> parse_normalizer(const json& spec, const Where& where) {
   const std::string type = type_of(spec, where);
   if (type == "Sequence") {
@@ -381,7 +421,18 @@ std::unique_ptr<Normalizer> parse_normalizer(const json& spec, const Where& wher
     r->content = get_string(spec, "content", where);
     return r;
   }
-  where.error("normalizer type \"{}\" is not supported (Sequence, Prepend and Replace are)", type);
+  if (type == "NFC") return std::make_unique<UnicodeNormalizer>(unicode::NormalizationForm::NFC);
+  if (type == "NFD") return std::make_unique<UnicodeNormalizer>(unicode::NormalizationForm::NFD);
+  if (type == "NFKC") return std::make_unique<UnicodeNormalizer>(unicode::NormalizationForm::NFKC);
+  if (type == "NFKD") return std::make_unique<UnicodeNormalizer>(unicode::NormalizationForm::NFKD);
+  if (type == "Strip") {
+    auto strip = std::make_unique<StripNormalizer>();
+    strip->left = get_bool(spec, "strip_left", true, where);
+    strip->right = get_bool(spec, "strip_right", true, where);
+    return strip;
+  }
+  where.error("normalizer type \"{}\" is not supported (Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD are)",
+              type);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -420,7 +471,8 @@ struct SplitPreTokenizer : PreTokenizer {
       const std::string_view piece = in.piece(k);
       found.clear();
       pattern.find_all(piece, found);
-      split_with_behavior(piece, found, behavior, invert, out);
+      const bool at_zero = split_with_behavior(piece, found, behavior, invert, out);
+      if (k == 0) out.first_at_origin = in.first_at_origin && at_zero;
     }
   }
 };
@@ -432,6 +484,7 @@ struct ByteLevelPreTokenizer : PreTokenizer {
     const ByteMap& map = byte_map();
     std::vector<Span> found;
     std::string with_space;
+    out.first_at_origin = in.first_at_origin;
     for (size_t k = 0; k < in.size(); ++k) {
       std::string_view piece = in.piece(k);
       if (add_prefix_space && piece[0] != ' ') {
@@ -472,11 +525,16 @@ struct DigitsPreTokenizer : PreTokenizer {
         if (piece[i] >= '0' && piece[i] <= '9') found.emplace_back(i, i + 1);
       split_with_behavior(piece, found, individual ? "Isolated" : "Contiguous", false, out);
     }
+    out.first_at_origin = in.first_at_origin;
   }
 };
 
 struct WhitespaceSplitPreTokenizer : PreTokenizer {
   void apply(const PieceList& in, PieceList& out) const override {
+    if (in.size() > 0) {
+      size_t next = 0;
+      out.first_at_origin = in.first_at_origin && !unicode::is_whitespace(unicode::decode_utf8(in.piece(0), next));
+    }
     for (size_t k = 0; k < in.size(); ++k) {
       const std::string_view piece = in.piece(k);
       size_t start = 0;
@@ -490,6 +548,59 @@ struct WhitespaceSplitPreTokenizer : PreTokenizer {
         i = next;
       }
       out.push(piece.substr(start));
+    }
+  }
+};
+
+std::string replace_all(std::string_view text, std::string_view from, std::string_view to) {
+  std::string out;
+  size_t prev = 0;
+  for (size_t pos = text.find(from); pos != std::string_view::npos; pos = text.find(from, pos + from.size())) {
+    out.append(text.substr(prev, pos - prev));
+    out.append(to);
+    prev = pos + from.size();
+  }
+  out.append(text.substr(prev));
+  return out;
+}
+
+enum class PrependScheme { Always, First, Never };
+
+// "replacement" (one character) and "prepend_scheme", or the older "add_prefix_space", of Metaspace components.
+void parse_metaspace(const json& spec, const Where& where, std::string& replacement, PrependScheme& scheme) {
+  replacement = get_string(spec, "replacement", where);
+  size_t i = 0;
+  if (replacement.empty() || !unicode::is_valid_utf8(replacement) || (unicode::decode_utf8(replacement, i), i) != replacement.size())
+    where.at("replacement").error("expected exactly one character");
+  scheme = get_bool(spec, "add_prefix_space", true, where) ? PrependScheme::Always : PrependScheme::Never;
+  if (auto p = get_optional_string(spec, "prepend_scheme", where)) {
+    if (*p == "always") scheme = PrependScheme::Always;
+    else if (*p == "first") scheme = PrependScheme::First;
+    else if (*p == "never") scheme = PrependScheme::Never;
+    else where.at("prepend_scheme").error("unknown prepend_scheme \"{}\"", *p);
+  }
+}
+
+// SentencePiece-style words: spaces become the replacement character ("▁"), which may also start the text.
+struct MetaspacePreTokenizer : PreTokenizer {
+  std::string replacement;
+  PrependScheme scheme = PrependScheme::Always;
+  bool split = true;
+  void apply(const PieceList& in, PieceList& out) const override {
+    std::vector<Span> found;
+    out.first_at_origin = in.first_at_origin;
+    for (size_t k = 0; k < in.size(); ++k) {
+      std::string text = replace_all(in.piece(k), " ", replacement);
+      const bool prepend = scheme == PrependScheme::Always || (scheme == PrependScheme::First && k == 0 && in.first_at_origin);
+      if (prepend && text.compare(0, replacement.size(), replacement) != 0) text.insert(0, replacement);
+      if (!split) {
+        out.push(text);
+        continue;
+      }
+      found.clear();
+      for (size_t pos = text.find(replacement); pos != std::string::npos; pos = text.find(replacement, pos + replacement.size()))
+        found.emplace_back(pos, pos + replacement.size());
+      split_with_behavior(text, found, "MergedWithNext", false, out);
     }
   }
 };
@@ -527,8 +638,14 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& spec, const Where&
     return d;
   }
   if (type == "WhitespaceSplit") return std::make_unique<WhitespaceSplitPreTokenizer>();
-  where.error("pre-tokenizer type \"{}\" is not supported (Sequence, Split, ByteLevel, Digits and WhitespaceSplit are)",
-              type);
+  if (type == "Metaspace") {
+    auto m = std::make_unique<MetaspacePreTokenizer>();
+    parse_metaspace(spec, where, m->replacement, m->scheme);
+    m->split = get_bool(spec, "split", true, where);
+    return m;
+  }
+  where.error("pre-tokenizer type \"{}\" is not supported (Sequence, Split, ByteLevel, Metaspace, Digits and "
+              "WhitespaceSplit are)", type);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -647,6 +764,15 @@ struct ByteFallbackDecoder : Decoder {
   }
 };
 
+struct MetaspaceDecoder : Decoder {
+  std::string replacement;
+  PrependScheme scheme = PrependScheme::Always;
+  void apply(std::vector<std::string>& tokens) const override {
+    for (size_t i = 0; i < tokens.size(); ++i)  // in the first token the replacement is dropped, as tokenizers does
+      tokens[i] = replace_all(tokens[i], replacement, i == 0 && scheme != PrependScheme::Never ? "" : " ");
+  }
+};
+
 std::unique_ptr<Decoder> parse_decoder(const json& spec, const Where& where) {
   const std::string type = type_of(spec, where);
   if (type == "Sequence") {
@@ -657,6 +783,11 @@ std::unique_ptr<Decoder> parse_decoder(const json& spec, const Where& where) {
     return seq;
   }
   if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
+  if (type == "Metaspace") {
+    auto m = std::make_unique<MetaspaceDecoder>();
+    parse_metaspace(spec, where, m->replacement, m->scheme);
+    return m;
+  }
   if (type == "Fuse") return std::make_unique<FuseDecoder>();
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
   if (type == "Replace") {
@@ -675,7 +806,8 @@ std::unique_ptr<Decoder> parse_decoder(const json& spec, const Where& where) {
     s->stop = static_cast<size_t>(get_int(member(spec, "stop") ? spec["stop"] : json(0), where.at("stop"), 0, 1 << 20));
     return s;
   }
-  where.error("decoder type \"{}\" is not supported (Sequence, ByteLevel, Replace, Strip, Fuse, ByteFallback are)", type);
+  where.error("decoder type \"{}\" is not supported (Sequence, ByteLevel, Metaspace, Replace, Strip, Fuse, ByteFallback "
+              "are)", type);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -795,6 +927,7 @@ struct BpeModel {
   int32_t byte_ids[256];       // <0xXX> tokens for byte_fallback, -1 when absent
 
   static constexpr size_t kCacheCapacity = 200000;
+  static constexpr size_t kCacheMaxWordBytes = 256;  // longer words are rare and would fill memory (as tokenizers)
   mutable std::mutex cache_mutex;
   mutable TokenTable cache;                // word -> entry index
   mutable std::vector<std::pair<uint32_t, uint32_t>> cache_entries;  // (offset, count) in cache_ids
@@ -816,7 +949,7 @@ struct BpeModel {
         return;
       }
     }
-    {
+    if (word.size() <= kCacheMaxWordBytes) {
       std::lock_guard<std::mutex> lock(cache_mutex);
       const int32_t entry = cache.find(word);
       if (entry >= 0) {
@@ -828,7 +961,7 @@ struct BpeModel {
     std::vector<int32_t> ids = merge_word(word);
     out.insert(out.end(), ids.begin(), ids.end());
     std::lock_guard<std::mutex> lock(cache_mutex);
-    if (cache.size() < kCacheCapacity && cache.find(word) < 0) {
+    if (word.size() <= kCacheMaxWordBytes && cache.size() < kCacheCapacity && cache.find(word) < 0) {
       cache.set(word, static_cast<int32_t>(cache_entries.size()));
       cache_entries.emplace_back(static_cast<uint32_t>(cache_ids.size()), static_cast<uint32_t>(ids.size()));
       cache_ids.insert(cache_ids.end(), ids.begin(), ids.end());
@@ -1045,6 +1178,7 @@ struct BpeTokenizer::Impl {
   void encode_text(std::string_view text, bool parse_special, std::vector<int32_t>& ids) const {
     std::vector<Segment> raw;
     raw_matcher.split(text, !parse_special, raw);
+    const char* const origin = text.data();
     std::vector<Segment> normalized_segments;
     PieceList in, out;
     for (const Segment& seg : raw) {
@@ -1070,6 +1204,7 @@ struct BpeTokenizer::Impl {
         if (piece.text.empty()) continue;
         in.clear();
         in.push(piece.text);
+        in.first_at_origin = seg.text.data() == origin && piece.text.data() == text_view.data();
         const PieceList* words = &in;
         if (pre_tokenizer) {
           out.clear();

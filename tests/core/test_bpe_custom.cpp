@@ -267,12 +267,12 @@ TEST(BpeCustom, MalformedAndUnsupportedFilesGiveClearErrors) {
   }
   {
     json j = tiny_tokenizer();
-    j["normalizer"] = {{"type", "NFKC"}};
-    expect_load_error(j, "normalizer type \"NFKC\" is not supported");
+    j["normalizer"] = {{"type", "Lowercase"}};
+    expect_load_error(j, "normalizer type \"Lowercase\" is not supported");
   }
   {
     json j = tiny_tokenizer();
-    j["pre_tokenizer"]["pretokenizers"][0]["type"] = "Metaspace";
+    j["pre_tokenizer"]["pretokenizers"][0]["type"] = "BertPreTokenizer";
     expect_load_error(j, "pre_tokenizer.pretokenizers[0]");
   }
   {
@@ -338,4 +338,74 @@ TEST(BpeCustom, FromFileErrorsNameTheFile) {
   EXPECT_EQ(tok->eos_id(), 265);
   EXPECT_EQ(tok->pad_id(), 262);
   std::filesystem::remove_all(dir);
+}
+
+TEST(BpeCustom, NormalizerRunsBeforeSplitting) {
+  json j = tiny_tokenizer();
+  // NFC first: a decomposed "é" becomes the two UTF-8 bytes of U+00E9 before the byte-level BPE sees it.
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", json::array({{{"type", "NFC"}}, {{"type", "Strip"}}})}};
+  auto tok = load(j);
+  EXPECT_EQ(tok->encode("  e\u0301 "), bytes_of("\u00e9"));
+  EXPECT_EQ(tok->encode("\ufb01"), bytes_of("\ufb01"));  // NFC keeps the ligature
+  j["normalizer"] = {{"type", "NFKC"}};
+  EXPECT_EQ(load(j)->encode("\ufb01"), bytes_of("fi"));
+}
+
+namespace {
+// A SentencePiece-style BPE (Llama 2 / Mistral layout): "▁" for spaces, byte fallback, fused unknowns.
+json sentencepiece_style(bool legacy_normalizer) {
+  const std::string u = "\u2581";
+  json vocab = {{"<unk>", 0}, {"<s>", 1},  {"</s>", 2}, {u, 3},  {"h", 4},       {"i", 5},        {u + "h", 6},
+                {u + "hi", 7}, {"t", 8}, {"e", 9},    {"r", 10}, {u + "t", 11}, {"he", 12}, {"<0xC3>", 13}, {"<0xA9>", 14}};
+  json j = {{"added_tokens", json::array({{{"id", 1}, {"content", "<s>"}, {"special", true}}})},
+            {"post_processor", {{"type", "TemplateProcessing"},
+                                {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                                                        {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+                                {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}}}}}}},
+            {"model", {{"type", "BPE"}, {"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true},
+                       {"vocab", vocab}, {"merges", {u + " h", u + "h i", u + " t", "h e"}}}}};
+  if (legacy_normalizer) {
+    j["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers", json::array({{{"type", "Prepend"}, {"prepend", u}},
+                                                    {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", u}}})}};
+    j["pre_tokenizer"] = nullptr;
+    j["decoder"] = {{"type", "Sequence"},
+                    {"decoders", json::array({{{"type", "Replace"}, {"pattern", {{"String", u}}}, {"content", " "}},
+                                              {{"type", "ByteFallback"}}, {{"type", "Fuse"}},
+                                              {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}};
+  } else {
+    j["normalizer"] = nullptr;
+    j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", u}, {"prepend_scheme", "first"}, {"split", false}};
+    j["decoder"] = {{"type", "Metaspace"}, {"replacement", u}, {"prepend_scheme", "first"}};
+  }
+  return j;
+}
+}  // namespace
+
+TEST(BpeCustom, SentencePieceStyleLegacyNormalizer) {
+  auto tok = load(sentencepiece_style(true));
+  // "▁hi▁there": merges by rank give ▁hi, ▁t, he, r, e.
+  EXPECT_EQ(tok->encode("hi there"), (std::vector<int32_t>{7, 11, 12, 10, 9}));
+  EXPECT_EQ(tok->decode({7, 11, 12, 10, 9}, false, false), "hi there");
+  // Byte fallback for é (C3 A9); ö has no <0xB6>, so it is one [UNK].
+  EXPECT_EQ(tok->encode("\u00e9"), (std::vector<int32_t>{3, 13, 14}));
+  EXPECT_EQ(tok->decode({3, 13, 14}, false, false), "\u00e9");
+  EXPECT_EQ(tok->encode("\u00f6\u00f6"), (std::vector<int32_t>{3, 0}));
+  // The normalizer runs on each piece between added tokens, so "hi" after <s> gets its own "▁" (HF's legacy).
+  EXPECT_EQ(tok->encode("hi<s>hi"), (std::vector<int32_t>{7, 1, 7}));
+  EXPECT_EQ(tok->encode_for_model("hi").ids, (std::vector<int32_t>{1, 7}));
+}
+
+TEST(BpeCustom, MetaspacePreTokenizerAndDecoder) {
+  json j = sentencepiece_style(false);
+  EXPECT_EQ(load(j)->encode("hi there"), (std::vector<int32_t>{7, 11, 12, 10, 9}));
+  // prepend_scheme "first": only the text at the very start gets the "▁".
+  EXPECT_EQ(load(j)->encode("hi<s>hi"), (std::vector<int32_t>{7, 1, 4, 5}));
+  EXPECT_EQ(load(j)->decode({7, 11, 12, 10, 9}, false, false), "hi there");
+  j["pre_tokenizer"]["prepend_scheme"] = "always";
+  EXPECT_EQ(load(j)->encode("hi<s>hi"), (std::vector<int32_t>{7, 1, 7}));
+  j["pre_tokenizer"]["prepend_scheme"] = "never";
+  EXPECT_EQ(load(j)->encode("hi"), (std::vector<int32_t>{4, 5}));
+  j["pre_tokenizer"]["prepend_scheme"] = "sometimes";
+  expect_load_error(j, "prepend_scheme");
 }
