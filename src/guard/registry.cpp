@@ -1,0 +1,188 @@
+#include "guard/registry.h"
+
+#include <cstdlib>
+#include <set>
+
+#include "util/error.h"
+#include "util/paths.h"
+
+namespace guardkit::guard {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const char* guard_kind_name(GuardKind kind) {
+  switch (kind) {
+    case GuardKind::kClassifier: return "classifier";
+    case GuardKind::kLlamaGuard: return "llama_guard";
+    case GuardKind::kRemote: return "remote";
+  }
+  return "?";
+}
+
+namespace {
+
+GuardKind parse_kind(const std::string& text, const std::string& where) {
+  if (text == "classifier") return GuardKind::kClassifier;
+  if (text == "llama_guard") return GuardKind::kLlamaGuard;
+  if (text == "remote") return GuardKind::kRemote;
+  fail("{}: unknown kind '{}' (classifier, llama_guard or remote)", where, text);
+}
+
+// Checked here, without libtorch, so a typo is reported when the file is read rather than when the model loads.
+void check_dtype(const std::string& dtype, const std::string& where) {
+  static const std::set<std::string> kKnown = {"float32", "fp32", "bfloat16", "bf16", "float16", "fp16"};
+  if (!kKnown.count(dtype)) fail("{}: unknown dtype '{}' (float32, bfloat16 or float16)", where, dtype);
+}
+void check_device(const std::string& device, const std::string& where) {
+  if (device == "cpu" || device == "cuda") return;
+  if (device.rfind("cuda:", 0) == 0 && device.size() > 5 &&
+      device.find_first_not_of("0123456789", 5) == std::string::npos)
+    return;
+  fail("{}: unknown device '{}' (cpu, cuda or cuda:N)", where, device);
+}
+
+}  // namespace
+
+ModelSpec model_spec_from_json(const json& entry, const fs::path& base_dir, const std::string& where) {
+  if (!entry.is_object()) fail("{}: expected an object", where);
+  static const std::set<std::string> kKeys = {"name", "kind", "path", "url", "dtype", "threshold", "max_length",
+                                              "device", "options"};
+  for (const auto& [key, value] : entry.items())
+    if (!kKeys.count(key)) fail("{}: unknown field '{}' (kind-specific settings go in 'options')", where, key);
+
+  auto string_of = [&](const char* key, bool required) -> std::string {
+    auto it = entry.find(key);
+    if (it == entry.end() || it->is_null()) {
+      if (required) fail("{}: missing '{}'", where, key);
+      return "";
+    }
+    if (!it->is_string()) fail("{}: '{}' must be a string", where, key);
+    return it->get<std::string>();
+  };
+
+  ModelSpec spec;
+  spec.name = string_of("name", true);
+  if (spec.name.empty()) fail("{}: 'name' is empty", where);
+  const std::string at = fmt::format("{} ('{}')", where, spec.name);
+  spec.kind = parse_kind(string_of("kind", true), at);
+  if (spec.kind == GuardKind::kRemote) {
+    spec.url = string_of("url", true);
+    if (spec.url.rfind("http://", 0) != 0 && spec.url.rfind("https://", 0) != 0)
+      fail("{}: 'url' must start with http:// or https://, got '{}'", at, spec.url);
+  } else {
+    std::string path = string_of("path", true);
+    spec.path = fs::path(path).is_absolute() ? fs::path(path) : base_dir / path;
+  }
+  if (std::string dtype = string_of("dtype", false); !dtype.empty()) spec.dtype = dtype;
+  check_dtype(spec.dtype, at);
+  if (std::string device = string_of("device", false); !device.empty()) spec.device = device;
+  check_device(spec.device, at);
+  if (auto it = entry.find("threshold"); it != entry.end()) {
+    if (!it->is_number() || it->get<double>() < 0.0 || it->get<double>() > 1.0)
+      fail("{}: 'threshold' must be a number in [0, 1]", at);
+    spec.threshold = it->get<double>();
+  }
+  if (auto it = entry.find("max_length"); it != entry.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 0) fail("{}: 'max_length' must be a non-negative integer", at);
+    spec.max_length = it->get<int64_t>();
+  }
+  if (auto it = entry.find("options"); it != entry.end()) {
+    if (!it->is_object()) fail("{}: 'options' must be an object", at);
+    spec.options = *it;
+  }
+  return spec;
+}
+
+ModelRegistry ModelRegistry::from_json(const json& document, const fs::path& base_dir, const std::string& source) {
+  const json* list = &document;
+  if (document.is_object()) {
+    auto it = document.find("models");
+    if (it == document.end()) fail("{}: expected {{\"models\": [...]}} or a list of models", source);
+    list = &*it;
+  }
+  if (!list->is_array()) fail("{}: 'models' must be a list", source);
+  ModelRegistry registry;
+  registry.source_ = source;
+  std::set<std::string> names;
+  for (size_t i = 0; i < list->size(); ++i) {
+    ModelSpec spec = model_spec_from_json((*list)[i], base_dir, fmt::format("{}: model {}", source, i + 1));
+    if (!names.insert(spec.name).second) fail("{}: model name '{}' appears twice", source, spec.name);
+    registry.specs_.push_back(std::move(spec));
+  }
+  return registry;
+}
+
+ModelRegistry ModelRegistry::from_file(const fs::path& path) {
+  json document;
+  try {
+    document = json::parse(read_file(path));
+  } catch (const json::parse_error& e) {
+    fail("{}: not valid JSON ({})", path.string(), e.what());
+  }
+  return from_json(document, path.parent_path(), path.string());
+}
+
+ModelRegistry ModelRegistry::load_default(const std::string& explicit_path) {
+  if (!explicit_path.empty()) return from_file(explicit_path);
+  if (const char* env = std::getenv("GUARDKIT_MODELS"); env && *env) return from_file(env);
+  if (fs::is_regular_file("models.json")) return from_file("models.json");
+  return ModelRegistry();
+}
+
+ModelSpec ModelRegistry::resolve(const std::string& name_or_path) const {
+  for (const auto& spec : specs_)
+    if (spec.name == name_or_path) return spec;
+  const fs::path dir(name_or_path);
+  if (fs::is_regular_file(dir / "config.json")) {
+    json config;
+    try {
+      config = json::parse(read_file(dir / "config.json"));
+    } catch (const json::parse_error& e) {
+      fail("{}: not valid JSON ({})", (dir / "config.json").string(), e.what());
+    }
+    const std::string model_type = config.is_object() ? config.value("model_type", std::string()) : std::string();
+    ModelSpec spec;
+    spec.name = dir.filename().empty() ? dir.parent_path().filename().string() : dir.filename().string();
+    spec.path = dir;
+    if (model_type.rfind("deberta", 0) == 0) {
+      spec.kind = GuardKind::kClassifier;
+    } else if (model_type == "llama") {
+      spec.kind = GuardKind::kLlamaGuard;
+    } else {
+      fail("{}: model_type '{}' is neither a DeBERTa classifier nor a Llama Guard; describe it in a models file",
+           (dir / "config.json").string(), model_type);
+    }
+    return spec;
+  }
+  std::string names;
+  for (const auto& spec : specs_) names += (names.empty() ? "" : ", ") + spec.name;
+  fail("unknown model '{}': not in {} ({}) and not a model directory", name_or_path,
+       source_.empty() ? "a models file (--models, $GUARDKIT_MODELS or ./models.json)" : source_,
+       names.empty() ? "no models" : names);
+}
+
+std::shared_ptr<Guard> ModelRegistry::guard(const std::string& name_or_path) {
+  std::lock_guard<std::mutex> lock(loaded_->mutex);
+  if (auto it = loaded_->guards.find(name_or_path); it != loaded_->guards.end()) return it->second;
+  std::shared_ptr<Guard> guard = make_guard(resolve(name_or_path));
+  loaded_->guards[name_or_path] = guard;
+  return guard;
+}
+
+std::unique_ptr<Guard> make_guard(const ModelSpec& spec) {
+  switch (spec.kind) {
+    case GuardKind::kClassifier:
+      fail("model '{}': kind 'classifier' is not available in this build yet (guard/classifier_guard.h has not landed)",
+           spec.name);
+    case GuardKind::kLlamaGuard:
+      fail("model '{}': kind 'llama_guard' is not available in this build yet (guard/llama_guard.h has not landed)",
+           spec.name);
+    case GuardKind::kRemote:
+      fail("model '{}': kind 'remote' is not available in this build yet (guard/remote_guard.h has not landed)",
+           spec.name);
+  }
+  fail("model '{}': unknown kind", spec.name);
+}
+
+}  // namespace guardkit::guard
