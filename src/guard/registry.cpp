@@ -3,6 +3,9 @@
 #include <cstdlib>
 #include <set>
 
+#include "guard/classifier_guard.h"
+#include "guard/llama_guard.h"
+#include "models/runtime.h"
 #include "util/error.h"
 #include "util/paths.h"
 
@@ -170,14 +173,112 @@ std::shared_ptr<Guard> ModelRegistry::guard(const std::string& name_or_path) {
   return guard;
 }
 
+namespace {
+
+// Reads the kind-specific `options` of a spec; every key must be consumed, so a typo is an error, not a silent default.
+class OptionReader {
+ public:
+  explicit OptionReader(const ModelSpec& spec) : spec_(spec) {}
+
+  bool has(const char* key) {
+    used_.insert(key);
+    return spec_.options.contains(key);
+  }
+  bool boolean(const char* key, bool fallback) {
+    if (!has(key)) return fallback;
+    const json& v = spec_.options[key];
+    if (!v.is_boolean()) fail("model '{}': option '{}' must be true or false", spec_.name, key);
+    return v.get<bool>();
+  }
+  int64_t integer(const char* key, int64_t fallback, int64_t minimum) {
+    if (!has(key)) return fallback;
+    const json& v = spec_.options[key];
+    if (!v.is_number_integer() || v.get<int64_t>() < minimum)
+      fail("model '{}': option '{}' must be an integer >= {}", spec_.name, key, minimum);
+    return v.get<int64_t>();
+  }
+  std::string choice(const char* key, const std::string& fallback, const std::set<std::string>& allowed) {
+    if (!has(key)) return fallback;
+    const json& v = spec_.options[key];
+    if (!v.is_string() || !allowed.count(v.get<std::string>())) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      fail("model '{}': option '{}' must be one of {}", spec_.name, key, list);
+    }
+    return v.get<std::string>();
+  }
+  const json& raw(const char* key) {
+    used_.insert(key);
+    return spec_.options[key];
+  }
+  void check_all_used() const {
+    for (const auto& [key, value] : spec_.options.items())
+      if (!used_.count(key)) fail("model '{}': unknown option '{}' for kind {}", spec_.name, key, guard_kind_name(spec_.kind));
+  }
+
+ private:
+  const ModelSpec& spec_;
+  std::set<std::string> used_;
+};
+
+std::unique_ptr<Guard> make_classifier_guard(const ModelSpec& spec) {
+  OptionReader read(spec);
+  ClassifierGuardOptions options;
+  options.name = spec.name;
+  options.threshold = spec.threshold;
+  if (spec.max_length > 0) options.max_length = static_cast<size_t>(spec.max_length);
+  options.dtype = models::parse_dtype(spec.dtype);
+  options.device = models::parse_device(spec.device);
+  options.pair_with_empty_response = read.boolean("pair_with_empty_response", options.pair_with_empty_response);
+  options.parse_special = read.boolean("parse_special", options.parse_special);
+  options.unsafe_label = read.integer("unsafe_label", options.unsafe_label, 0);
+  options.batch_size = static_cast<size_t>(read.integer("batch_size", static_cast<int64_t>(options.batch_size), 1));
+  const std::string truncation =
+      read.choice("truncation", "longest_first", {"longest_first", "only_first", "only_second", "none"});
+  options.truncation = truncation == "only_first"    ? text::Truncation::OnlyFirst
+                       : truncation == "only_second" ? text::Truncation::OnlySecond
+                       : truncation == "none"        ? text::Truncation::None
+                                                     : text::Truncation::LongestFirst;
+  read.check_all_used();
+  return ClassifierGuard::load(spec.path, options);
+}
+
+std::unique_ptr<Guard> make_llama_guard(const ModelSpec& spec) {
+  OptionReader read(spec);
+  LlamaGuardOptions options;
+  options.name = spec.name;
+  options.threshold = spec.threshold;
+  const std::string variant = read.choice("variant", "auto", {"auto", "1b", "8b"});
+  options.variant = variant == "1b"   ? LlamaGuardVariant::Guard3_1B
+                    : variant == "8b" ? LlamaGuardVariant::Guard3_8B
+                                      : LlamaGuardVariant::Auto;
+  const std::string score = read.choice("score", "2way", {"2way", "full_vocab"});
+  options.score = score == "full_vocab" ? LlamaGuardScore::FullVocab : LlamaGuardScore::TwoWay;
+  options.prefix_cache = read.boolean("prefix_cache", options.prefix_cache);
+  options.max_category_tokens = read.integer("max_category_tokens", options.max_category_tokens, 1);
+  options.max_batch = read.integer("max_batch", options.max_batch, 1);
+  if (read.has("categories")) {
+    const json& list = read.raw("categories");
+    if (!list.is_array()) fail("model '{}': option 'categories' must be a list of {{code, description}}", spec.name);
+    for (const json& item : list) {
+      if (!item.is_object() || !item.contains("code") || !item["code"].is_string() || !item.contains("description") ||
+          !item["description"].is_string())
+        fail("model '{}': each category needs string 'code' and 'description'", spec.name);
+      options.categories.push_back(GuardCategory{item["code"].get<std::string>(), item["description"].get<std::string>()});
+    }
+  }
+  read.check_all_used();
+  if (spec.max_length > 0)
+    fail("model '{}': max_length is not supported for llama_guard (the prompt is never truncated)", spec.name);
+  return LlamaGuard::load(spec.path, options, spec.dtype, spec.device);
+}
+
+}  // namespace
+
 std::unique_ptr<Guard> make_guard(const ModelSpec& spec) {
   switch (spec.kind) {
-    case GuardKind::kClassifier:
-      fail("model '{}': kind 'classifier' is not available in this build yet (guard/classifier_guard.h has not landed)",
-           spec.name);
-    case GuardKind::kLlamaGuard:
-      fail("model '{}': kind 'llama_guard' is not available in this build yet (guard/llama_guard.h has not landed)",
-           spec.name);
+    case GuardKind::kClassifier: return make_classifier_guard(spec);
+    case GuardKind::kLlamaGuard: return make_llama_guard(spec);
     case GuardKind::kRemote:
       fail("model '{}': kind 'remote' is not available in this build yet (guard/remote_guard.h has not landed)",
            spec.name);
