@@ -8,6 +8,7 @@
 
 #include "eval/datasets.h"
 #include "eval/evaluate.h"
+#include "guard/llama_guard.h"
 #include "guard/registry.h"
 #include "test_util.h"
 #include "util/error.h"
@@ -125,6 +126,33 @@ TEST(EvalEndToEnd, PredictionsLogResumesAfterAKill) {
   DatasetResult again = evaluate_dataset(*guard, "toxicchat", examples, options);
   EXPECT_EQ(again.scored_this_run, 0);
   EXPECT_DOUBLE_EQ(again.metrics.value[kF1], first.metrics.value[kF1]);
+}
+
+TEST(EvalEndToEnd, LlamaGuardFromTheModelsFile) {
+  auto dir = test::temp_dir("eval_llama");
+  std::ofstream(dir / "models.json") << nlohmann::json{
+      {"models",
+       {{{"name", "tiny-llama-guard"}, {"kind", "llama_guard"}, {"path", test::fixture("llama").string()},
+         {"threshold", 0.5}, {"options", {{"variant", "1b"}, {"score", "full_vocab"}, {"max_batch", 2}}}}}}}.dump();
+  guard::ModelRegistry registry = guard::ModelRegistry::from_file(dir / "models.json");
+  std::shared_ptr<guard::Guard> guard = registry.guard("tiny-llama-guard");
+  EXPECT_EQ(guard->name(), "tiny-llama-guard");
+
+  // The same model loaded directly with the same options scores the same.
+  guard::LlamaGuardOptions options;
+  options.variant = guard::LlamaGuardVariant::Guard3_1B;
+  options.score = guard::LlamaGuardScore::FullVocab;
+  auto direct = guard::LlamaGuard::load(test::fixture("llama"), options);
+  EvalOptions eval_options = quick_options();
+  eval_options.limit = 6;
+  auto examples = load_dataset("harmbench_classifier_val");
+  DatasetResult result = evaluate_dataset(*guard, "harmbench_classifier_val", examples, eval_options);
+  for (size_t i = 0; i < 6; ++i) {
+    auto single = direct->score({guard::Conversation::from_pair(examples[i].prompt, examples[i].response)});
+    EXPECT_NEAR(result.p_unsafe[i], single[0].p_unsafe, 1e-5);
+  }
+  EXPECT_GT(result.tokens, 0);
+  EXPECT_GT(result.flops, 0.0);
 }
 
 TEST(EvalEndToEnd, RegistryErrorsForBadOptions) {
