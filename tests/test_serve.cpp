@@ -12,20 +12,12 @@
 #include <set>
 #include <thread>
 
+#include "guard/classifier_guard.h"
 #include "serve/batcher.h"
 #include "serve/categories.h"
 #include "serve/metrics.h"
 #include "serve/server.h"
 #include "test_util.h"
-
-// The server tests need the real fixture guard; until guard/classifier_guard.h is in the tree only the parts
-// without a guard (metrics, categories, UTF-8) are compiled.
-#if __has_include("guard/classifier_guard.h")
-#include "guard/classifier_guard.h"
-#define GUARDKIT_HAVE_CLASSIFIER_GUARD 1
-#else
-#define GUARDKIT_HAVE_CLASSIFIER_GUARD 0
-#endif
 
 namespace guardkit::serve {
 namespace {
@@ -33,7 +25,6 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-#if GUARDKIT_HAVE_CLASSIFIER_GUARD
 
 std::shared_ptr<guard::Guard> load_fixture_guard(const std::string& name, double threshold = 0.5) {
   guard::ClassifierGuardOptions options;
@@ -347,6 +338,7 @@ TEST_F(ServeTest, ConcurrentRequestsShareOneBatch) {
   ServerConfig config;
   config.max_batch = 8;
   config.max_wait = std::chrono::microseconds(60'000'000);  // the batch leaves only when full
+  config.adaptive_wait = false;
   start(config);
   std::vector<std::thread> clients;
   std::vector<double> scores(8, -1.0);
@@ -375,6 +367,7 @@ TEST_F(ServeTest, FullQueueAnswers429AndGracefulStopDrainsQueuedWork) {
   ServerConfig config;
   config.max_batch = 64;
   config.max_wait = std::chrono::microseconds(60'000'000);
+  config.adaptive_wait = false;
   config.queue_capacity = 4;
   start(config);
   std::vector<std::thread> clients;
@@ -409,10 +402,26 @@ TEST_F(ServeTest, FullQueueAnswers429AndGracefulStopDrainsQueuedWork) {
   EXPECT_FALSE(after) << "the listener should be closed after stop()";
 }
 
+// Adaptive wait: with nothing else arriving, a lone request is scored at once, not after max_wait.
+TEST_F(ServeTest, LoneRequestDoesNotWaitForTheBatchToFill) {
+  ServerConfig config;
+  config.max_batch = 64;
+  config.max_wait = std::chrono::microseconds(60'000'000);
+  config.request_timeout = 10s;  // a wait for max_wait would show as 504
+  start(config);
+  for (int i = 0; i < 3; ++i) {
+    auto res = post("/v1/guard", json{{"prompt", kPrompts[i]}}.dump());
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << res->body;
+  }
+  EXPECT_EQ(server_->metrics().value("guardkit_batch_size", {{"model", "small"}}), 3.0);
+}
+
 TEST_F(ServeTest, RequestTimeoutAnswers504) {
   ServerConfig config;
   config.max_batch = 64;
   config.max_wait = std::chrono::microseconds(60'000'000);
+  config.adaptive_wait = false;
   config.request_timeout = 200ms;
   start(config);
   expect_error(post("/v1/moderations", json{{"input", "slow"}}.dump()), 504, "timeout", "timeout");
@@ -470,8 +479,6 @@ TEST(Batcher, KeepsOrderRefusesWhatDoesNotFitAndSkipsExpiredItems) {
   batcher.shutdown();
   EXPECT_THROW(batcher.submit({guard::Conversation::from_prompt("x")}, {}, far), ShuttingDownError);
 }
-
-#endif  // GUARDKIT_HAVE_CLASSIFIER_GUARD
 
 TEST(Metrics, RendersPrometheusTextFormat) {
   MetricsRegistry m;

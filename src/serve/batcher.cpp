@@ -64,7 +64,9 @@ void Batcher::run() {
     if (queue_.empty()) break;  // stopping and drained
     // Let the batch fill until the oldest item has waited max_wait (no waiting at all when draining).
     auto fill_deadline = queue_.front().enqueued + options_.max_wait;
-    wake_.wait_until(lock, fill_deadline, [&] { return stopping_ || flushing_ || queue_.size() >= max_batch; });
+    wake_.wait_until(lock, fill_deadline, [&] {
+      return stopping_ || flushing_ || queue_.size() >= max_batch || (options_.arriving && options_.arriving() == 0);
+    });
 
     size_t take = std::min(max_batch, queue_.size());
     std::vector<Item> batch;

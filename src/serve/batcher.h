@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <string>
@@ -41,6 +42,10 @@ struct BatcherOptions {
   std::chrono::microseconds max_wait{2000};    // how long the oldest item may wait for the batch to fill
   size_t queue_capacity = 1024;                // items waiting (not yet in a running batch)
   std::string name = "guard";                  // metrics label
+  // How many requests are on their way to this queue (parsed by a handler, not yet submitted). When it reads 0 the
+  // worker stops waiting for the batch to fill: nothing more is coming, so waiting would only add latency.
+  // Empty: always wait up to max_wait.
+  std::function<size_t()> arriving;
 };
 
 class Batcher {

@@ -77,6 +77,7 @@ struct GuardServer::Impl {
   std::atomic<bool> started{false};
   std::atomic<bool> draining{false};
   std::atomic<int64_t> in_flight{0};
+  std::atomic<int64_t> arriving{0};  // scoring requests being parsed, not yet on a queue (BatcherOptions::arriving)
   std::atomic<uint64_t> next_request_id{1};
   std::once_flag stop_once;
 
@@ -109,6 +110,8 @@ struct GuardServer::Impl {
       options.max_wait = config.max_wait;
       options.queue_capacity = config.queue_capacity;
       options.name = guards[i].name;
+      if (config.adaptive_wait)
+        options.arriving = [this] { return static_cast<size_t>(std::max<int64_t>(0, arriving.load())); };
       if (first_for_guard.count(guards[i].guard.get())) fail("guard server: one guard object is served under two names");
       first_for_guard[guards[i].guard.get()] = i;
       batchers[i] = std::make_unique<Batcher>(*guards[i].guard, options, &metrics);
@@ -296,7 +299,19 @@ struct GuardServer::Impl {
 
   // ---------------------------------------------------------------------------------------------------- endpoints
 
+  // Counts a scoring request as arriving from the start of its handler until it is queued (or fails before).
+  struct Arrival {
+    std::atomic<int64_t>& count;
+    bool done = false;
+    explicit Arrival(std::atomic<int64_t>& c) : count(c) { count.fetch_add(1); }
+    void queued() {
+      if (!done) count.fetch_sub(1), done = true;
+    }
+    ~Arrival() { queued(); }
+  };
+
   void moderations(const httplib::Request& req, httplib::Response& res, RequestRecord& record) {
+    Arrival arrival(arriving);
     auto deadline = Clock::now() + config.request_timeout;
     json body = parse_json_object(req.body);
     ModerationRequest request = parse_moderation_request(body, config.max_inputs);
@@ -308,6 +323,7 @@ struct GuardServer::Impl {
     for (auto& input : request.inputs) conversations.push_back(guard::Conversation::from_prompt(std::move(input)));
     guard::ScoreOptions options;
     options.want_categories = true;
+    arrival.queued();  // before submit, so the submit's wake-up sees this request as no longer arriving
     std::vector<guard::GuardResult> results = score(model, std::move(conversations), options, deadline);
     count_decisions(model, results);
 
@@ -341,6 +357,7 @@ struct GuardServer::Impl {
   }
 
   void guard_endpoint(const httplib::Request& req, httplib::Response& res, RequestRecord& record) {
+    Arrival arrival(arriving);
     auto start = Clock::now();
     auto deadline = start + config.request_timeout;
     json body = parse_json_object(req.body);
@@ -368,6 +385,7 @@ struct GuardServer::Impl {
     record.model = guards[model].name;
     guard::ScoreOptions options;
     options.want_categories = request.categories;
+    arrival.queued();
     std::vector<guard::GuardResult> results = score(model, {request.conversation}, options, deadline);
     count_decisions(model, results);
     const guard::GuardResult& r = results.front();
@@ -409,6 +427,8 @@ struct GuardServer::Impl {
   void setup_routes() {
     http.new_task_queue = [threads = config.http_threads] { return new httplib::ThreadPool(threads); };
     http.set_payload_max_length(config.max_body_bytes);
+    // Small JSON answers on keep-alive connections: without TCP_NODELAY, Nagle + delayed ACKs add ~40 ms each.
+    http.set_tcp_nodelay(true);
     http.set_keep_alive_timeout(config.keep_alive_seconds);
     http.set_read_timeout(10, 0);
     http.set_write_timeout(10, 0);

@@ -37,6 +37,9 @@ struct ServerConfig {
   int max_batch = 16;  // 1 = batching off
   std::chrono::microseconds max_wait{2000};
   size_t queue_capacity = 1024;  // conversations waiting per guard; beyond: 429
+  // Stop waiting for a batch to fill as soon as no other request is being parsed (no latency added at low load);
+  // false: always wait up to max_wait (or until the batch is full).
+  bool adaptive_wait = true;
 
   int http_threads = 64;  // concurrent connections served (each keep-alive connection holds one)
   int keep_alive_seconds = 2;
