@@ -226,6 +226,20 @@ int main(int argc, char** argv) {
             << ", OPENBLAS_CORETYPE " << (std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "(unset)")
             << ", " << seconds << " s per run, batching on = max batch " << max_batch << " / max wait " << max_wait_us
             << " us\n\n";
+  // The ceiling batching can reach: the guard alone, per-item time at batch 1 vs batch 16 (same process, no HTTP).
+  {
+    std::vector<guard::Conversation> items;
+    for (const auto& p : kPrompts) items.push_back(guard::Conversation::from_prompt(p));
+    guard->score({items[0]});  // warm-up
+    const auto t0 = Clock::now();
+    for (const auto& item : items) guard->score({item});
+    const double one_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count() / items.size();
+    const auto t1 = Clock::now();
+    for (int r = 0; r < 2; ++r) guard->score(items);
+    const double batched_ms = std::chrono::duration<double, std::milli>(Clock::now() - t1).count() / (2 * items.size());
+    std::cout << fmt::format("guard alone: {:.2f} ms per item at batch 1, {:.2f} ms per item at batch {} ({:.2f}x)\n\n",
+                             one_ms, batched_ms, items.size(), one_ms / batched_ms);
+  }
   std::cout << "| batching | clients | requests ok | lost/failed | req/s | req per CPU-s | p50 ms | p99 ms | mean batch |\n"
             << "|---|---|---|---|---|---|---|---|---|\n";
   bool all_ok = true;

@@ -13,6 +13,8 @@
 #include <thread>
 
 #include "guard/classifier_guard.h"
+#include "route/features.h"
+#include "route/router.h"
 #include "serve/batcher.h"
 #include "serve/categories.h"
 #include "serve/metrics.h"
@@ -58,7 +60,8 @@ class ServeTest : public ::testing::Test {
     large_guard_.reset();
   }
 
-  void start(ServerConfig config, bool with_large = false) {
+  void start(ServerConfig config, bool with_large = false, std::shared_ptr<route::Router> router = nullptr) {
+    config.router = std::move(router);
     config.host = "127.0.0.1";
     config.port = 0;
     config.access_log = [this](const std::string& line) {
@@ -238,6 +241,78 @@ TEST_F(ServeTest, GuardEndpointConversationsAndPolicies) {
   // routing share in the metrics
   EXPECT_EQ(server_->metrics().value("guardkit_guard_decisions_total", {{"decided_by", "small"}}), 2.0);
   EXPECT_EQ(server_->metrics().value("guardkit_guard_decisions_total", {{"decided_by", "large"}}), 2.0);
+}
+
+// A real SafeRoute router (the Bayesian MLP, trained for a few epochs on the fixture guard's own pooled features):
+// ε = 0 sends every conversation to the large guard (a sigmoid score is > 0), ε = 1 none; a budget becomes ε from
+// the router scores the server has seen.
+TEST_F(ServeTest, SafeRoutePolicyRoutesByEpsilonAndBudget) {
+  std::vector<guard::Conversation> conversations;
+  for (const auto& p : kPrompts) conversations.push_back(guard::Conversation::from_prompt(p));
+  guard::ScoreOptions with_features;
+  with_features.want_features = true;
+  auto small_results = small_guard_->score(conversations, with_features);
+  const int64_t dim = small_guard_->feature_dim();
+  std::vector<float> features, p_small, p_large;
+  std::vector<int8_t> labels;
+  for (size_t i = 0; i < small_results.size(); ++i) {
+    features.insert(features.end(), small_results[i].feature.begin(), small_results[i].feature.end());
+    p_small.push_back(static_cast<float>(small_results[i].p_unsafe));
+    labels.push_back(static_cast<int8_t>(i % 2));
+    p_large.push_back(static_cast<float>(labels.back()));  // a large guard that is always right
+  }
+  route::RouterConfig router_config;
+  router_config.hidden = 16;
+  router_config.epochs = 3;
+  router_config.batch_size = 4;
+  router_config.warmup_steps = 1;
+  router_config.class_balanced = false;
+  router_config.progress = false;
+  auto router = std::make_shared<route::SafeRouteRouter>(route::SafeRouteRouter::train(
+      route::make_feature_cache(dim, features, p_small, p_large, labels, "small:fixture/pooled"), router_config));
+  const double expected_router_score = router->scores([&] {
+    route::RouteBatch b;
+    b.n = 1;
+    b.dim = dim;
+    b.features = small_results[1].feature.data();
+    b.p_small = &p_small[1];
+    return b;
+  }()).at(0);
+
+  ServerConfig config;
+  config.budget_min_scores = 2;
+  start(config, /*with_large=*/true, router);
+  auto ask = [&](json extra) {
+    json body = {{"prompt", kPrompts[1]}, {"policy", "saferoute"}};
+    body.update(extra);
+    auto res = post("/v1/guard", body.dump());
+    EXPECT_TRUE(res);
+    if (!res) return json::object();
+    EXPECT_EQ(res->status, 200) << res->body;
+    return json::parse(res->body, nullptr, false);
+  };
+  json routed = ask({{"epsilon", 0.0}});
+  EXPECT_EQ(routed["decided_by"], "large");
+  EXPECT_NEAR(routed["router_score"].get<double>(), expected_router_score, 1e-5);
+  EXPECT_NEAR(routed["score"].get<double>(), direct_score(*large_guard_, conversations[1]), 1e-6);
+  EXPECT_EQ(routed["epsilon_source"], "request");
+  EXPECT_EQ(routed["router"], "saferoute");
+
+  json kept = ask({{"epsilon", 1.0}});
+  EXPECT_EQ(kept["decided_by"], "small");
+  EXPECT_NEAR(kept["score"].get<double>(), direct_score(*small_guard_, conversations[1]), 1e-6);
+  EXPECT_NEAR(kept["router_score"].get<double>(), expected_router_score, 1e-5);
+
+  // Two scores seen (both equal to this prompt's): budget 1 puts ε below them, a tiny budget above them.
+  json all_routed = ask({{"budget", 1.0}});
+  EXPECT_EQ(all_routed["epsilon_source"], "budget");
+  EXPECT_EQ(all_routed["decided_by"], "large");
+  json none_routed = ask({{"budget", 0.01}});
+  EXPECT_EQ(none_routed["decided_by"], "small");
+
+  EXPECT_EQ(server_->metrics().value("guardkit_guard_decisions_total", {{"decided_by", "large"}}), 2.0);
+  EXPECT_EQ(server_->metrics().value("guardkit_guard_decisions_total", {{"decided_by", "small"}}), 2.0);
+  EXPECT_EQ(server_->metrics().value("guardkit_router_score", {}), 4.0);
 }
 
 TEST_F(ServeTest, PoliciesThatNeedWhatIsNotServedAnswer400) {

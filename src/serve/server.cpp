@@ -6,10 +6,13 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
 
+#include "route/router.h"
+#include "route/threshold.h"
 #include "serve/batcher.h"
 #include "serve/categories.h"
 #include "serve/metrics.h"
@@ -81,6 +84,9 @@ struct GuardServer::Impl {
   std::atomic<uint64_t> next_request_id{1};
   std::once_flag stop_once;
 
+  std::mutex router_mutex;             // routers are not promised thread-safe (RandomRouter keeps a stream)
+  std::deque<double> recent_router_scores;  // for budgets; guarded by router_mutex
+
   Impl(ServerConfig cfg, std::vector<ServedGuard> served) : config(std::move(cfg)), guards(std::move(served)) {
     if (guards.empty()) fail("guard server: no guards to serve");
     if (config.max_inputs == 0) fail("guard server: max_inputs must be >= 1");
@@ -99,6 +105,14 @@ struct GuardServer::Impl {
     default_model = config.default_model.empty() ? small : lookup(config.default_model, "default model");
     if (config.default_policy != RoutingPolicy::kSmall && !large)
       fail("guard server: default policy '{}' needs a large model", policy_name(config.default_policy));
+    if (config.default_policy == RoutingPolicy::kSafeRoute && !config.router)
+      fail("guard server: default policy 'saferoute' needs a router");
+    if (config.router) {
+      if (!large) fail("guard server: a router needs a large model to route to");
+      if (config.router->needs_features() && guards[small].guard->feature_dim() <= 0)
+        fail("guard server: router '{}' needs features but small guard '{}' gives none", config.router->name(),
+             guards[small].name);
+    }
 
     describe_metrics();
     // One batcher per distinct guard object: a guard is scored by one thread at a time.
@@ -140,6 +154,8 @@ struct GuardServer::Impl {
     metrics.describe_counter("guardkit_flagged_total", "Conversations judged unsafe, by model.");
     metrics.describe_counter("guardkit_rejected_total", "Requests refused before scoring, by reason.");
     metrics.describe_counter("guardkit_upstream_errors_total", "Errors from upstream servers, by upstream and kind.");
+    metrics.describe_histogram("guardkit_router_score", "SafeRoute router scores.",
+                               {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1});
   }
 
   // ---------------------------------------------------------------------------------------------------- plumbing
@@ -356,6 +372,99 @@ struct GuardServer::Impl {
                 {"results", out_results}});
   }
 
+  json guard_response(size_t model, const guard::GuardResult& r, const std::string& policy, Clock::time_point start) {
+    json openai_keys = json::array();
+    for (const auto& code : r.categories)
+      for (auto key : openai_keys_for(code))
+        if (std::find(openai_keys.begin(), openai_keys.end(), std::string(key)) == openai_keys.end())
+          openai_keys.push_back(std::string(key));
+    double latency_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    json out = {{"id", fmt::format("guard-{}", next_request_id.fetch_add(1))},
+                {"unsafe", r.unsafe},
+                {"score", r.p_unsafe},
+                {"threshold", guards[model].guard->threshold()},
+                {"categories", r.categories},
+                {"openai_categories", openai_keys},
+                {"decided_by", role_of(model)},
+                {"model", guards[model].name},
+                {"policy", policy},
+                {"router_score", nullptr},
+                {"tokens", r.tokens},
+                {"latency_ms", latency_ms}};
+    if (r.router_score) out["router_score"] = *r.router_score;
+    return out;
+  }
+
+  // ε for one saferoute request: explicit, from a budget over the recent router scores, configured, or default.
+  std::pair<double, std::string> route_epsilon(const GuardRequest& request) {
+    if (request.epsilon) return {*request.epsilon, "request"};
+    std::lock_guard lock(router_mutex);
+    if (request.budget) {
+      if (recent_router_scores.size() >= config.budget_min_scores) {
+        std::vector<double> window(recent_router_scores.begin(), recent_router_scores.end());
+        return {route::threshold_for_share(window, *request.budget), "budget"};
+      }
+      // Too few scores seen to turn a budget into ε: fall through to the default, and say so.
+      double eps = config.route_threshold.value_or(config.router->default_threshold());
+      return {eps, "default (budget needs more traffic)"};
+    }
+    return {config.route_threshold.value_or(config.router->default_threshold()),
+            config.route_threshold ? "server" : "router default"};
+  }
+
+  // SafeRoute per request: the small guard (batched, with features), the router, and the large guard (batched) only
+  // when the router score exceeds ε.
+  void saferoute(const GuardRequest& request, Clock::time_point start, Clock::time_point deadline, Arrival& arrival,
+                 httplib::Response& res, RequestRecord& record) {
+    route::Router& router = *config.router;
+    guard::ScoreOptions small_options;
+    small_options.want_features = router.needs_features();
+    small_options.want_categories = request.categories;
+    record.model = guards[small].name;
+    arrival.queued();
+    guard::GuardResult small_result = score(small, {request.conversation}, small_options, deadline).front();
+
+    std::vector<float> p_small = {static_cast<float>(small_result.p_unsafe)};
+    route::RouteBatch batch;
+    batch.n = 1;
+    if (router.needs_features()) {
+      batch.dim = static_cast<int64_t>(small_result.feature.size());
+      batch.features = small_result.feature.data();
+    }
+    batch.p_small = p_small.data();
+    auto [epsilon, epsilon_source] = route_epsilon(request);
+    double router_score;
+    {
+      std::lock_guard lock(router_mutex);
+      router_score = router.scores(batch).at(0);
+      recent_router_scores.push_back(router_score);
+      while (recent_router_scores.size() > config.budget_window) recent_router_scores.pop_front();
+    }
+    metrics.observe("guardkit_router_score", {}, router_score);
+
+    size_t decided = small;
+    guard::GuardResult result = std::move(small_result);
+    if (router_score > epsilon) {
+      guard::ScoreOptions large_options;
+      large_options.want_categories = request.categories;
+      guard::GuardResult large_result = score(*large, {request.conversation}, large_options, deadline).front();
+      large_result.tokens += result.tokens;
+      large_result.flops += result.flops;
+      result = std::move(large_result);
+      decided = *large;
+    }
+    result.router_score = router_score;
+    count_decisions(decided, {result});
+    record.model = guards[decided].name;
+    record.flagged = result.unsafe;
+    record.decided_by = role_of(decided);
+    json out = guard_response(decided, result, "saferoute", start);
+    out["epsilon"] = epsilon;
+    out["epsilon_source"] = epsilon_source;
+    out["router"] = router.name();
+    write_json(res, 200, out);
+  }
+
   void guard_endpoint(const httplib::Request& req, httplib::Response& res, RequestRecord& record) {
     Arrival arrival(arriving);
     auto start = Clock::now();
@@ -374,9 +483,13 @@ struct GuardServer::Impl {
     } else {
       RoutingPolicy p = request.policy.value_or(config.default_policy);
       policy = policy_name(p);
-      if (p == RoutingPolicy::kSafeRoute)
-        throw ApiError(400, "invalid_request_error", "policy_unavailable",
-                       "policy 'saferoute' needs a router; this server was started without one");
+      if (p == RoutingPolicy::kSafeRoute) {
+        if (!config.router)
+          throw ApiError(400, "invalid_request_error", "policy_unavailable",
+                         "policy 'saferoute' needs a router; this server was started without one (--router)");
+        saferoute(request, start, deadline, arrival, res, record);
+        return;
+      }
       if (p == RoutingPolicy::kLarge && !large)
         throw ApiError(400, "invalid_request_error", "policy_unavailable",
                        "policy 'large' needs a large guard; this server serves none (--large)");
@@ -391,26 +504,7 @@ struct GuardServer::Impl {
     const guard::GuardResult& r = results.front();
     record.flagged = r.unsafe;
     record.decided_by = role_of(model);
-
-    json openai_keys = json::array();
-    for (const auto& code : r.categories)
-      for (auto key : openai_keys_for(code))
-        if (std::find(openai_keys.begin(), openai_keys.end(), std::string(key)) == openai_keys.end())
-          openai_keys.push_back(std::string(key));
-    double latency_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-    write_json(res, 200,
-               {{"id", fmt::format("guard-{}", next_request_id.fetch_add(1))},
-                {"unsafe", r.unsafe},
-                {"score", r.p_unsafe},
-                {"threshold", guards[model].guard->threshold()},
-                {"categories", r.categories},
-                {"openai_categories", openai_keys},
-                {"decided_by", role_of(model)},
-                {"model", guards[model].name},
-                {"policy", policy},
-                {"router_score", nullptr},
-                {"tokens", r.tokens},
-                {"latency_ms", latency_ms}});
+    write_json(res, 200, guard_response(model, r, policy, start));
   }
 
   void models(const httplib::Request&, httplib::Response& res, RequestRecord&) {

@@ -6,11 +6,16 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "guard/guard.h"
 #include "serve/api.h"
+
+namespace guardkit::route {
+class Router;
+}
 
 namespace guardkit::serve {
 
@@ -49,6 +54,16 @@ struct ServerConfig {
   std::string small_model;  // empty: the first served guard
   std::string large_model;  // empty: no large guard ("large" and "saferoute" policies answer 400)
   RoutingPolicy default_policy = RoutingPolicy::kSmall;
+
+  // SafeRoute (policy "saferoute"): the router (route/router.h: the learned SafeRouteRouter or a baseline) reads the
+  // small guard's feature and P(unsafe); a conversation goes to the large guard when its router score > ε. ε per
+  // request ("epsilon"), or from a target large-guard share ("budget": the (1 - budget) quantile of the last
+  // `budget_window` router scores this server saw, as RouteLLM calibrates), else route_threshold, else the router's
+  // default. Needs small_model and large_model.
+  std::shared_ptr<route::Router> router;
+  std::optional<double> route_threshold;
+  size_t budget_window = 1024;
+  size_t budget_min_scores = 32;  // fewer scores seen than this: a budget falls back to the default ε
 
   // Receives one JSON line per request (access log). Empty: no access log.
   std::function<void(const std::string& line)> access_log;
