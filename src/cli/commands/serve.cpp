@@ -1,0 +1,199 @@
+// `guardkit serve`: the OpenAI-compatible guard server (serve/server.h) over guards from the models file or model
+// folders named directly. Runs until SIGINT/SIGTERM, then stops gracefully (every accepted request is answered).
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <iostream>
+#include <mutex>
+#include <pthread.h>
+
+#include "cli/commands.h"
+#include "guard/classifier_guard.h"
+#include "guard/registry.h"
+#include "models/runtime.h"
+#include "route/baselines.h"
+#include "route/router.h"
+#include "serve/process.h"
+#include "serve/server.h"
+#include "util/error.h"
+
+namespace guardkit::cli {
+
+namespace {
+
+struct ServeOptions {
+  std::string config;  // models file
+  std::string small, large;
+  std::vector<std::string> extra_models;
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  std::vector<std::string> api_keys;
+  std::string api_keys_file;
+  std::string default_policy = "small";
+  std::string router;  // a SafeRoute router folder, or a baseline name (entropy, small_only, large_only, random)
+  double route_threshold = -1;  // < 0: the router's default ε
+  size_t budget_window = 1024;
+  int max_batch = 16;
+  double max_wait_ms = 2.0;
+  size_t queue = 1024;
+  int64_t timeout_ms = 30000;
+  size_t max_body_bytes = 1 << 20;
+  size_t max_inputs = 64;
+  int http_threads = 64;
+  std::string access_log = "-";
+};
+
+std::vector<std::string> read_keys_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail("cannot read API keys file {}", path);
+  std::vector<std::string> keys;
+  for (std::string line; std::getline(in, line);) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (!line.empty() && line[0] != '#') keys.push_back(line);
+  }
+  if (keys.empty()) fail("API keys file {} holds no key", path);
+  return keys;
+}
+
+void run_serve(const ServeOptions& o) {
+  serve::ensure_passive_omp_wait();
+  // Block SIGINT/SIGTERM before any thread starts, so every thread inherits the mask and this one takes them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  guard::ModelRegistry registry = guard::ModelRegistry::load_default(o.config);
+  std::string small = o.small;
+  if (small.empty()) {
+    if (registry.specs().empty()) fail("serve: name the small guard (--small NAME|DIR) or give a models file (--config)");
+    small = registry.specs().front().name;
+  }
+  std::vector<serve::ServedGuard> guards;
+  auto add = [&](const std::string& name_or_path) -> std::string {
+    guard::ModelSpec spec = registry.resolve(name_or_path);
+    for (const auto& g : guards)
+      if (g.name == spec.name) return spec.name;
+    spdlog::info("loading guard {} ({})", spec.name, guard::guard_kind_name(spec.kind));
+    if (spec.kind == guard::GuardKind::kClassifier) {
+      // Loaded here from the spec until the registry's make_guard builds classifiers itself.
+      guard::ClassifierGuardOptions options;
+      options.name = spec.name;
+      options.threshold = spec.threshold;
+      if (spec.max_length > 0) options.max_length = static_cast<size_t>(spec.max_length);
+      options.dtype = models::parse_dtype(spec.dtype);
+      options.device = models::parse_device(spec.device);
+      guards.push_back({spec.name, std::shared_ptr<guard::Guard>(guard::ClassifierGuard::load(spec.path, options))});
+    } else {
+      guards.push_back({spec.name, registry.guard(name_or_path)});
+    }
+    return spec.name;
+  };
+  serve::ServerConfig config;
+  config.small_model = add(small);
+  if (!o.large.empty()) config.large_model = add(o.large);
+  for (const auto& m : o.extra_models) add(m);
+
+  config.host = o.host;
+  config.port = o.port;
+  config.api_keys = o.api_keys;
+  if (!o.api_keys_file.empty())
+    for (auto& k : read_keys_file(o.api_keys_file)) config.api_keys.push_back(k);
+  if (const char* env = std::getenv("GUARDKIT_API_KEYS"); env && *env) {
+    std::stringstream list(env);
+    for (std::string key; std::getline(list, key, ',');)
+      if (!key.empty()) config.api_keys.push_back(key);
+  }
+  if (o.default_policy == "small") config.default_policy = serve::RoutingPolicy::kSmall;
+  else if (o.default_policy == "large") config.default_policy = serve::RoutingPolicy::kLarge;
+  else if (o.default_policy == "saferoute") config.default_policy = serve::RoutingPolicy::kSafeRoute;
+  else fail("serve: --default-policy must be small, large or saferoute, got '{}'", o.default_policy);
+  if (!o.router.empty()) {
+    if (std::filesystem::is_directory(o.router)) {
+      config.router = std::make_shared<route::SafeRouteRouter>(route::SafeRouteRouter::load(o.router));
+    } else if (o.router == "entropy" || o.router == "small_only" || o.router == "large_only" || o.router == "random") {
+      config.router = route::make_baseline(o.router, route::FeatureCache{});
+    } else {
+      fail("serve: --router must be a SafeRoute router folder or one of entropy, small_only, large_only, random; got '{}'",
+           o.router);
+    }
+    if (o.route_threshold >= 0) config.route_threshold = o.route_threshold;
+    config.budget_window = o.budget_window;
+  }
+  config.max_batch = o.max_batch;
+  config.max_wait = std::chrono::microseconds(static_cast<int64_t>(o.max_wait_ms * 1000.0));
+  config.queue_capacity = o.queue;
+  config.request_timeout = std::chrono::milliseconds(o.timeout_ms);
+  config.max_body_bytes = o.max_body_bytes;
+  config.max_inputs = o.max_inputs;
+  config.http_threads = o.http_threads;
+
+  auto log_mutex = std::make_shared<std::mutex>();
+  std::shared_ptr<std::ofstream> log_file;
+  if (o.access_log == "-") {
+    config.access_log = [log_mutex](const std::string& line) {
+      std::lock_guard lock(*log_mutex);
+      std::cout << line << '\n' << std::flush;
+    };
+  } else if (o.access_log != "off") {
+    log_file = std::make_shared<std::ofstream>(o.access_log, std::ios::app);
+    if (!*log_file) fail("serve: cannot open access log {}", o.access_log);
+    config.access_log = [log_mutex, log_file](const std::string& line) {
+      std::lock_guard lock(*log_mutex);
+      *log_file << line << '\n' << std::flush;
+    };
+  }
+  if (config.api_keys.empty() && o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1")
+    spdlog::warn("serving on {} without API keys: anyone who can reach it can use it", o.host);
+
+  serve::GuardServer server(config, guards);
+  int port = server.start();
+  fmt::print(stderr, "guardkit serve: http://{}:{} (small: {}{}); Ctrl-C stops gracefully\n", o.host, port,
+             config.small_model, config.large_model.empty() ? "" : ", large: " + config.large_model);
+  int received = 0;
+  sigwait(&signals, &received);
+  spdlog::info("signal {}: draining in-flight requests", received);
+  server.stop();
+}
+
+void add_serve_command(CLI::App& app, GlobalOptions&) {
+  auto options = std::make_shared<ServeOptions>();
+  auto* cmd = app.add_subcommand("serve", "OpenAI-compatible guard server: /v1/moderations, /v1/guard, /metrics");
+  cmd->add_option("--config,--models", options->config, "Models file (JSON); default $GUARDKIT_MODELS or ./models.json");
+  cmd->add_option("--small", options->small, "Small guard: a configured name or a model folder (default: first configured)");
+  cmd->add_option("--large", options->large, "Large guard for policies large/saferoute: a name or a model folder");
+  cmd->add_option("--model", options->extra_models, "More guards served by name (repeatable)");
+  cmd->add_option("--host", options->host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--port", options->port, "Port (0: any free port)")->capture_default_str();
+  cmd->add_option("--api-key", options->api_keys, "Accepted bearer key (repeatable); also $GUARDKIT_API_KEYS=k1,k2");
+  cmd->add_option("--api-keys-file", options->api_keys_file, "File with one accepted key a line");
+  cmd->add_option("--default-policy", options->default_policy, "small, large or saferoute")->capture_default_str();
+  cmd->add_option("--router", options->router,
+                  "Enables policy saferoute: a router folder (guardkit route train) or entropy|small_only|large_only|random");
+  cmd->add_option("--route-threshold", options->route_threshold, "ε when a request names none (default: the router's)");
+  cmd->add_option("--budget-window", options->budget_window, "Recent router scores a request's budget is computed over")
+      ->capture_default_str();
+  cmd->add_option("--max-batch", options->max_batch, "Conversations per forward pass (1: batching off)")
+      ->capture_default_str()->check(CLI::Range(1, 4096));
+  cmd->add_option("--max-wait-ms", options->max_wait_ms, "Longest wait for a batch to fill")
+      ->capture_default_str()->check(CLI::Range(0.0, 10000.0));
+  cmd->add_option("--queue", options->queue, "Conversations waiting per guard before 429")->capture_default_str();
+  cmd->add_option("--timeout-ms", options->timeout_ms, "Per-request timeout (504)")->capture_default_str();
+  cmd->add_option("--max-body-bytes", options->max_body_bytes, "Larger request bodies get 413")->capture_default_str();
+  cmd->add_option("--max-inputs", options->max_inputs, "Most /v1/moderations inputs per request")->capture_default_str();
+  cmd->add_option("--http-threads", options->http_threads, "Concurrent connections served")->capture_default_str();
+  cmd->add_option("--access-log", options->access_log, "JSON-lines access log: - (stdout), a file, or off")
+      ->capture_default_str();
+  cmd->callback([options]() { run_serve(*options); });
+}
+
+}  // namespace
+
+GUARDKIT_COMMAND(70, add_serve_command);
+
+}  // namespace guardkit::cli
