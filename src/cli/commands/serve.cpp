@@ -12,9 +12,7 @@
 #include <pthread.h>
 
 #include "cli/commands.h"
-#include "guard/classifier_guard.h"
 #include "guard/registry.h"
-#include "models/runtime.h"
 #include "route/baselines.h"
 #include "route/router.h"
 #include "serve/process.h"
@@ -80,18 +78,7 @@ void run_serve(const ServeOptions& o) {
     for (const auto& g : guards)
       if (g.name == spec.name) return spec.name;
     spdlog::info("loading guard {} ({})", spec.name, guard::guard_kind_name(spec.kind));
-    if (spec.kind == guard::GuardKind::kClassifier) {
-      // Loaded here from the spec until the registry's make_guard builds classifiers itself.
-      guard::ClassifierGuardOptions options;
-      options.name = spec.name;
-      options.threshold = spec.threshold;
-      if (spec.max_length > 0) options.max_length = static_cast<size_t>(spec.max_length);
-      options.dtype = models::parse_dtype(spec.dtype);
-      options.device = models::parse_device(spec.device);
-      guards.push_back({spec.name, std::shared_ptr<guard::Guard>(guard::ClassifierGuard::load(spec.path, options))});
-    } else {
-      guards.push_back({spec.name, registry.guard(name_or_path)});
-    }
+    guards.push_back({spec.name, registry.guard(name_or_path)});
     return spec.name;
   };
   serve::ServerConfig config;
