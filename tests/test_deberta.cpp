@@ -411,6 +411,9 @@ TEST(Deberta, LoadErrorsNameTheTensor) {
   }
   std::filesystem::remove_all(dir);
   EXPECT_THROW(DebertaClassifier::load(test::temp_dir("deberta_empty")), Error);
+  DebertaLoadOptions half;
+  half.dtype = at::kHalf;
+  EXPECT_THROW(DebertaClassifier::load(model_dir(), half), Error);  // no CPU half kernels: a clear error, not a crash
 }
 
 TEST(Deberta, BadInputsAreErrors) {

@@ -76,18 +76,20 @@ std::vector<GuardResult> ClassifierGuard::score(const std::vector<Conversation>&
       }
     }
     models::DebertaOutput out = model_->forward(ids, mask, types);
-    at::Tensor p_unsafe = out.probs.select(1, options_.unsafe_label).to(at::kDouble).contiguous();
+    // Results leave the device once per micro-batch.
+    at::Tensor p_unsafe = out.probs.select(1, options_.unsafe_label).to(at::kCPU, at::kDouble).contiguous();
+    at::Tensor pooled = options.want_features ? out.pooled.to(at::kCPU, at::kFloat).contiguous() : at::Tensor();
     for (size_t i = 0; i < count; ++i) {
       const size_t index = order[start + i];
       GuardResult& r = results[index];
-      r.p_unsafe = p_unsafe[i].item<double>();
+      r.p_unsafe = p_unsafe.data_ptr<double>()[i];
       r.unsafe = r.p_unsafe >= options_.threshold;
       r.tokens = static_cast<int64_t>(encodings[index].ids.size());
       r.flops = model_->forward_flops(r.tokens);
       r.decided_by = options_.name;
       if (options.want_features) {
-        at::Tensor feature = out.pooled[i].contiguous();
-        r.feature.assign(feature.data_ptr<float>(), feature.data_ptr<float>() + feature.numel());
+        const float* row = pooled.data_ptr<float>() + i * pooled.size(1);
+        r.feature.assign(row, row + pooled.size(1));
       }
     }
   }

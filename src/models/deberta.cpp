@@ -418,7 +418,17 @@ DebertaClassifier::DebertaClassifier(DebertaClassifier&&) noexcept = default;
 DebertaClassifier& DebertaClassifier::operator=(DebertaClassifier&&) noexcept = default;
 DebertaClassifier::~DebertaClassifier() = default;
 
+namespace {
+void check_dtype(const DebertaLoadOptions& options) {
+  if (options.dtype != at::kFloat && options.dtype != at::kBFloat16 && options.dtype != at::kHalf)
+    fail("deberta: dtype {} is not a model dtype (use fp32 or bf16)", c10::toString(options.dtype));
+  if (options.dtype == at::kHalf && options.device.is_cpu())
+    fail("deberta: fp16 needs a GPU (libtorch's CPU kernels lack half-precision LayerNorm); use bf16 on CPU");
+}
+}  // namespace
+
 DebertaClassifier DebertaClassifier::load(const std::filesystem::path& dir, const DebertaLoadOptions& options) {
+  check_dtype(options);
   auto impl = std::make_unique<Impl>();
   impl->config = DebertaConfig::load(dir);
   impl->dtype = options.dtype;
@@ -442,6 +452,7 @@ DebertaClassifier DebertaClassifier::load(const std::filesystem::path& dir, cons
 DebertaClassifier DebertaClassifier::random(const DebertaConfig& config, uint64_t seed,
                                             const DebertaLoadOptions& options, double initializer_range) {
   config.validate();
+  check_dtype(options);
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   impl->dtype = options.dtype;
