@@ -3,6 +3,8 @@
 // sent must come back 200 (a lost or failed request is counted and reported).
 //
 //   bench_serve [--model xsmall|fixture|DIR] [--seconds S] [--clients 1,4,16] [--max-batch N] [--max-wait-us U]
+//               [--rounds R]   (off and on alternate R times per client count; the best round of each is reported,
+//                               lost/failed requests are summed over all rounds)
 //
 // xsmall (default): a DeBERTa-v3-xsmall-shaped classifier (hidden 384, 12 layers, 6 heads, FFN 1536) with random
 // weights and the fixture's tokenizer, written to a temp folder; fixture: the tiny fixture DeBERTa; DIR: a model folder.
@@ -186,7 +188,7 @@ int main(int argc, char** argv) {
   std::string model = "xsmall";
   double seconds = 4.0;
   std::vector<int> client_counts = {1, 4, 16};
-  int max_batch = 16, max_wait_us = 2000;
+  int max_batch = 16, max_wait_us = 2000, rounds = 2;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -200,6 +202,7 @@ int main(int argc, char** argv) {
     else if (a == "--seconds") seconds = std::stod(next());
     else if (a == "--max-batch") max_batch = std::stoi(next());
     else if (a == "--max-wait-us") max_wait_us = std::stoi(next());
+    else if (a == "--rounds") rounds = std::max(1, std::stoi(next()));
     else if (a == "--clients") {
       client_counts.clear();
       std::stringstream list(next());
@@ -225,18 +228,23 @@ int main(int argc, char** argv) {
             << ", OMP_WAIT_POLICY " << (std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "(unset)")
             << ", OPENBLAS_CORETYPE " << (std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "(unset)")
             << ", " << seconds << " s per run, batching on = max batch " << max_batch << " / max wait " << max_wait_us
-            << " us\n\n";
+            << " us, best of " << rounds << " alternating rounds\n\n";
   // The ceiling batching can reach: the guard alone, per-item time at batch 1 vs batch 16 (same process, no HTTP).
   {
     std::vector<guard::Conversation> items;
     for (const auto& p : kPrompts) items.push_back(guard::Conversation::from_prompt(p));
-    guard->score({items[0]});  // warm-up
-    const auto t0 = Clock::now();
-    for (const auto& item : items) guard->score({item});
-    const double one_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count() / items.size();
-    const auto t1 = Clock::now();
-    for (int r = 0; r < 2; ++r) guard->score(items);
-    const double batched_ms = std::chrono::duration<double, std::milli>(Clock::now() - t1).count() / (2 * items.size());
+    guard->score(items);  // warm-up
+    // Interleaved repetitions, best of each: other load on the machine only ever makes a repetition slower.
+    double one_ms = 1e30, batched_ms = 1e30;
+    for (int rep = 0; rep < 5; ++rep) {
+      const auto t0 = Clock::now();
+      for (const auto& item : items) guard->score({item});
+      one_ms = std::min(one_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count() / items.size());
+      const auto t1 = Clock::now();
+      guard->score(items);
+      batched_ms = std::min(batched_ms,
+                            std::chrono::duration<double, std::milli>(Clock::now() - t1).count() / items.size());
+    }
     std::cout << fmt::format("guard alone: {:.2f} ms per item at batch 1, {:.2f} ms per item at batch {} ({:.2f}x)\n\n",
                              one_ms, batched_ms, items.size(), one_ms / batched_ms);
   }
@@ -245,8 +253,21 @@ int main(int argc, char** argv) {
   bool all_ok = true;
   std::vector<std::pair<int, double>> speedups;
   for (int clients : client_counts) {
-    RunResult off = run_load(guard, clients, 1, 0, seconds);
-    RunResult on = run_load(guard, clients, max_batch, max_wait_us, seconds);
+    // Off and on alternate `rounds` times; each keeps its best round (machine noise only slows a round down).
+    RunResult off, on;
+    auto keep_best = [](RunResult& best, const RunResult& r) {
+      best.sent += r.sent;  // lost/failed counts add up over every round
+      best.failed += r.failed;
+      if (best.seconds == 0 || r.ok / r.seconds > best.ok / best.seconds) {
+        int64_t sent = best.sent, failed = best.failed;
+        best = r;
+        best.sent = sent, best.failed = failed;
+      }
+    };
+    for (int round = 0; round < rounds; ++round) {
+      keep_best(off, run_load(guard, clients, 1, 0, seconds));
+      keep_best(on, run_load(guard, clients, max_batch, max_wait_us, seconds));
+    }
     for (auto [label, r] : {std::pair{"off", off}, std::pair{"on", on}}) {
       std::cout << fmt::format("| {} | {} | {} | {} | {:.1f} | {:.1f} | {:.2f} | {:.2f} | {:.2f} |\n", label, clients,
                                r.ok, r.failed, r.ok / r.seconds, r.ok / std::max(1e-9, r.cpu_seconds), r.p50_ms,
