@@ -133,6 +133,7 @@ void UnigramModel::build_trie() {
   table_children_.assign(capacity, -1);
   table_mask_ = capacity - 1;
   node_piece_.assign(1, -1);
+  node_score_.assign(1, 0.0);
   for (const auto& [piece, id] : normal_) {
     int32_t node = 0;
     for (const char c : piece) {
@@ -143,10 +144,18 @@ void UnigramModel::build_trie() {
         table_keys_[slot] = key;
         table_children_[slot] = static_cast<int32_t>(node_piece_.size());
         node_piece_.push_back(-1);
+        node_score_.push_back(0.0);
       }
       node = table_children_[slot];
     }
+    const SpmPiece& p = spec_.pieces[static_cast<size_t>(id)];
+    if (p.type == PieceType::Unused) continue;
     node_piece_[static_cast<size_t>(node)] = id;
+    // As in SentencePiece, the score is a double (its user-defined branch makes the expression one); the user-defined
+    // bonus depends only on the piece's byte length, so it is computed here once.
+    node_score_[static_cast<size_t>(node)] =
+        p.type == PieceType::UserDefined ? (static_cast<float>(piece.size()) * max_score_ - 0.1)
+                                         : static_cast<double>(p.score);
   }
 }
 
@@ -187,15 +196,10 @@ void UnigramModel::viterbi(std::string_view normalized, std::vector<Segment>& pa
       ++key_pos;
       const int32_t id = node_piece_[static_cast<size_t>(node)];
       if (id < 0) continue;
-      const SpmPiece& piece = spec_.pieces[static_cast<size_t>(id)];
-      if (piece.type == PieceType::Unused) continue;
       BestPathNode& target = best[static_cast<size_t>(key_pos)];
-      const auto length = static_cast<size_t>(key_pos - starts_at);
-      // As in SentencePiece, the score is a double (the user-defined branch makes it one), the sum too, and the
-      // comparison happens in double against the stored float.
-      const double score = piece.type == PieceType::UserDefined ? (static_cast<float>(length) * max_score_ - 0.1)
-                                                                 : static_cast<double>(piece.score);
-      const double candidate = score + best_path_score_till_here;
+      const auto length = key_pos - starts_at;
+      // The sum is a double too, compared against the stored float, as in SentencePiece.
+      const double candidate = node_score_[static_cast<size_t>(node)] + best_path_score_till_here;
       if (target.starts_at == -1 || candidate > target.best_path_score) {
         target.best_path_score = static_cast<float>(candidate);
         target.starts_at = starts_at;

@@ -78,7 +78,8 @@ class UnigramModel {
   SpmNormalizer normalizer_;
   int32_t unk_id_ = -1;
   float min_score_ = 0, max_score_ = 0;
-  std::vector<int32_t> node_piece_;
+  std::vector<int32_t> node_piece_;  // -1 also for unused pieces, which segmentation skips
+  std::vector<double> node_score_;   // the piece's score as the Viterbi adds it (user-defined: length * max - 0.1)
   std::vector<uint64_t> table_keys_;  // 0 = empty slot (key + 1 stored)
   std::vector<int32_t> table_children_;
   uint64_t table_mask_ = 0;

@@ -47,12 +47,14 @@ TEST(UnigramSpmReference, FixtureModelOnVariedStrings) {
   require_spm();
   const auto work = test::temp_dir("unigram_varied");
   expect_same_as_spm(test::fixture("deberta/spm.model"), test::varied_strings(600, 20261128), work);
+  fs::remove_all(work);
 }
 
 TEST(UnigramSpmReference, FixtureModelOnInvalidUtf8) {
   require_spm();
   const auto work = test::temp_dir("unigram_invalid");
   expect_same_as_spm(test::fixture("deberta/spm.model"), test::varied_strings(300, 7, /*invalid_utf8=*/true), work);
+  fs::remove_all(work);
 }
 
 TEST(UnigramSpmReference, DecodeMatchesSpmDecode) {
@@ -72,6 +74,7 @@ TEST(UnigramSpmReference, DecodeMatchesSpmDecode) {
       ADD_FAILURE() << "ids of [" << (i < lines.size() ? lines[i] : "") << "]: ours [" << model.decode(all_ids[i])
                     << "] spm [" << reference[i] << "]";
   EXPECT_EQ(mismatches, 0u);
+  fs::remove_all(work);
 }
 
 // Models trained here: each covers settings the fixture model does not.
