@@ -1,0 +1,284 @@
+// `guardkit route features|train|eval`: SafeRoute end to end.
+//   features: score a dataset with the small guard (+ features) and the large guard, cache to safetensors
+//   train:    train the Bayesian router on a cache; save router.safetensors + router.json
+//   eval:     SafeRoute and every baseline on test caches: safety F1, routing F1, large share, relative FLOPs and
+//             latency; trade-off curves over ε as JSON and SVG
+// Guards are given as Hugging Face model directories (DeBERTa classifier or Llama Guard 3, told apart by config.json).
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "eval/plot_svg.h"
+#include "guard/classifier_guard.h"
+#include "guard/llama_guard.h"
+#include "models/runtime.h"
+#include "route/baselines.h"
+#include "route/features.h"
+#include "route/metrics.h"
+#include "route/router.h"
+#include "route/threshold.h"
+#include "util/error.h"
+#include "util/paths.h"
+
+namespace guardkit::cli {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// A guard from a model directory: model_type "deberta-v2" -> ClassifierGuard, "llama" -> LlamaGuard.
+std::unique_ptr<guard::Guard> load_guard_dir(const fs::path& dir, const std::string& name, const std::string& dtype,
+                                             const std::string& device) {
+  const fs::path config = dir / "config.json";
+  if (!fs::exists(config)) fail("{}: no config.json (give a Hugging Face model directory)", dir.string());
+  const json j = json::parse(read_file(config), nullptr, false);
+  const std::string type = j.is_object() ? j.value("model_type", "") : "";
+  if (type == "deberta-v2") {
+    guard::ClassifierGuardOptions options;
+    options.name = name;
+    options.dtype = models::parse_dtype(dtype);
+    options.device = models::parse_device(device);
+    return guard::ClassifierGuard::load(dir, options);
+  }
+  if (type == "llama") {
+    guard::LlamaGuardOptions options;
+    options.name = name;
+    return guard::LlamaGuard::load(dir, options, dtype, device);
+  }
+  fail("{}: model_type '{}' is not a guard guardkit can route (deberta-v2 classifier or llama guard)", config.string(),
+       type);
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << text;
+    if (!out) fail("{}: cannot write", tmp.string());
+  }
+  fs::rename(tmp, path);
+}
+
+double resolve_threshold(const route::ThresholdSpec& spec, route::Router& router, const route::FeatureCache* reference,
+                         double delta) {
+  using K = route::ThresholdSpec::Kind;
+  switch (spec.kind) {
+    case K::Default: return router.default_threshold();
+    case K::Fixed: return spec.value;
+    case K::Share:
+      if (!reference) fail("threshold '{}' needs a reference cache", spec.to_string());
+      return route::threshold_for_share(router.scores(route::RouteBatch::of(*reference)), spec.value);
+    case K::BestF1:
+      if (!reference) fail("threshold 'f1' needs a validation cache");
+      return route::best_f1_threshold(router.scores(route::RouteBatch::of(*reference)),
+                                      reference->routing_labels(delta));
+  }
+  return router.default_threshold();
+}
+
+struct FeaturesArgs {
+  std::string small, large, data, out, dtype = "fp32", device = "cpu";
+  int batch = 8;
+  size_t limit = 0;
+};
+
+struct TrainArgs {
+  std::string train, val, out, threshold = "default";
+  route::RouterConfig config;
+};
+
+struct EvalArgs {
+  std::string router, train, reference, out, threshold = "default";
+  std::vector<std::string> tests;
+  int points = 21;
+  double random_p = 0.5;
+  uint64_t seed = 0;
+  std::vector<std::string> baselines = route::baseline_names();
+};
+
+void run_features(const FeaturesArgs& a, const GlobalOptions& global) {
+  models::init_runtime(global.threads);
+  auto examples = route::load_labeled(a.data);
+  if (a.limit && examples.size() > a.limit) examples.resize(a.limit);
+  auto small = load_guard_dir(a.small, fs::path(a.small).filename().string(), a.dtype, a.device);
+  auto large = load_guard_dir(a.large, fs::path(a.large).filename().string(), a.dtype, a.device);
+  route::FeatureBuildOptions options;
+  options.batch_size = a.batch;
+  const auto cache = route::build_feature_cache(*small, *large, examples, options, fs::path(a.out));
+  const auto t = cache.routing_labels();
+  size_t hard = 0;
+  for (int v : t) hard += v;
+  fmt::print("{}: {} items, {}-d features from {}, t=1 for {} ({:.1f}%), small {:.1f}s, large {:.1f}s\n", a.out,
+             cache.size(), cache.dim, cache.feature_source, hard, 100.0 * hard / std::max<size_t>(1, cache.size()),
+             cache.seconds_small, cache.seconds_large);
+}
+
+void run_train(TrainArgs a, const GlobalOptions& global) {
+  models::init_runtime(global.threads);
+  const auto train = route::load_feature_cache(a.train);
+  std::optional<route::FeatureCache> val;
+  if (!a.val.empty()) val = route::load_feature_cache(a.val);
+  const auto spec = route::ThresholdSpec::parse(a.threshold);
+  auto router = route::SafeRouteRouter::train(train, a.config, fs::path(a.out) / "checkpoint");
+  const route::FeatureCache* reference = val ? &*val : &train;
+  router.set_threshold(resolve_threshold(spec, router, reference, a.config.delta));
+  router.save(a.out);
+  fs::remove_all(fs::path(a.out) / "checkpoint");
+  if (val) {
+    const auto m = route::evaluate_routing(*val, router.scores(route::RouteBatch::of(*val)),
+                                           router.default_threshold(), "saferoute", a.config.delta);
+    fmt::print("validation: routing F1 {:.4f} (P {:.4f} R {:.4f}), safety F1 {:.4f}, large share {:.3f}\n",
+               m.routing.f1, m.routing.precision, m.routing.recall, m.safety.f1, m.large_share);
+  }
+  fmt::print("router saved to {} (threshold {:.6g}, {} epochs)\n", a.out, router.default_threshold(),
+             router.history().size());
+}
+
+std::string fmt_or_dash(double v, const char* format = "{:.4f}") {
+  return std::isfinite(v) ? fmt::format(fmt::runtime(format), v) : "-";
+}
+
+void run_eval(const EvalArgs& a, const GlobalOptions& global) {
+  models::init_runtime(global.threads);
+  if (a.tests.empty()) fail("route eval: give at least one --test cache");
+  const auto train = route::load_feature_cache(a.train);
+  std::optional<route::FeatureCache> reference;
+  if (!a.reference.empty()) reference = route::load_feature_cache(a.reference);
+  const auto spec = route::ThresholdSpec::parse(a.threshold);
+  fs::create_directories(a.out);
+
+  // Routers: SafeRoute (when given) and the baselines, all fitted on the training cache where they need fitting.
+  std::vector<std::shared_ptr<route::Router>> routers;
+  if (!a.router.empty()) routers.push_back(std::make_shared<route::SafeRouteRouter>(route::SafeRouteRouter::load(a.router)));
+  for (const auto& name : a.baselines) {
+    try {
+      routers.push_back(route::make_baseline(name, train, a.random_p, a.seed));
+    } catch (const Error& e) {
+      spdlog::warn("skipping baseline {}: {}", name, e.what());
+    }
+  }
+  std::vector<double> thresholds;
+  for (auto& r : routers) {
+    // A fixed ε / default applies to every router; share and f1 are calibrated per router on the reference set.
+    thresholds.push_back(resolve_threshold(spec, *r, reference ? &*reference : nullptr, route::kDefaultDelta));
+  }
+
+  json results = {{"train", a.train}, {"threshold", spec.to_string()}, {"datasets", json::array()}};
+  std::string md = "# SafeRoute evaluation\n\n";
+  std::map<std::string, std::vector<double>> average_routing_f1;
+  for (const auto& test_path : a.tests) {
+    const auto test = route::load_feature_cache(test_path);
+    const std::string dataset = fs::path(test_path).stem().string();
+    json rows = json::array();
+    md += fmt::format("## {} ({} items)\n\n| router | ε | safety F1 | AUPRC | routing F1 | large share | FLOPs vs small "
+                      "| FLOPs vs large | latency vs small | latency vs large |\n|---|---|---|---|---|---|---|---|---|---|\n",
+                      dataset, test.size());
+    eval::LinePlot f1_plot{fmt::format("{}: safety F1 vs large-model share", dataset), "large-model share",
+                           "safety F1", {}, 0.0, 1.0};
+    eval::LinePlot auprc_plot{fmt::format("{}: AUPRC vs large-model share", dataset), "large-model share", "AUPRC", {},
+                              0.0, 1.0};
+    json curves = json::object();
+    for (size_t k = 0; k < routers.size(); ++k) {
+      auto& router = *routers[k];
+      const auto scores = router.scores(route::RouteBatch::of(test));
+      const auto m = route::evaluate_routing(test, scores, thresholds[k], router.name());
+      rows.push_back(route::to_json(m));
+      average_routing_f1[router.name()].push_back(m.routing.f1);
+      md += fmt::format("| {} | {:.4g} | {:.4f} | {} | {:.4f} | {:.3f} | {} | {} | {} | {} |\n", router.name(),
+                        thresholds[k], m.safety.f1, fmt_or_dash(m.auprc), m.routing.f1, m.large_share,
+                        fmt_or_dash(m.flops_vs_small, "{:.3f}"), fmt_or_dash(m.flops_vs_large, "{:.3f}"),
+                        fmt_or_dash(m.latency_vs_small, "{:.3f}"), fmt_or_dash(m.latency_vs_large, "{:.3f}"));
+      if (router.name() == "small_only" || router.name() == "large_only") continue;  // single points, not curves
+      const auto curve = route::sweep_tradeoff(test, scores, router.name(), a.points);
+      json points = json::array();
+      eval::PlotSeries f1_series{router.name(), {}, {}}, auprc_series{router.name(), {}, {}};
+      f1_series.dashed = auprc_series.dashed = router.name() == "oracle";
+      for (const auto& p : curve) {
+        points.push_back(route::to_json(p));
+        f1_series.x.push_back(p.large_share), f1_series.y.push_back(p.safety.f1);
+        auprc_series.x.push_back(p.large_share), auprc_series.y.push_back(p.auprc);
+      }
+      curves[router.name()] = points;
+      f1_plot.series.push_back(std::move(f1_series));
+      auprc_plot.series.push_back(std::move(auprc_series));
+    }
+    md += "\n";
+    eval::write_svg(fs::path(a.out) / (dataset + "_f1_vs_share.svg"), f1_plot);
+    eval::write_svg(fs::path(a.out) / (dataset + "_auprc_vs_share.svg"), auprc_plot);
+    write_text(fs::path(a.out) / (dataset + "_tradeoff.json"), json({{"dataset", dataset}, {"curves", curves}}).dump(1));
+    results["datasets"].push_back({{"dataset", dataset}, {"path", test_path}, {"n", test.size()}, {"rows", rows}});
+  }
+  md += "## Average routing F1\n\n| router | routing F1 |\n|---|---|\n";
+  for (auto& r : routers) {
+    const auto& v = average_routing_f1[r->name()];
+    double mean = 0;
+    for (double x : v) mean += x;
+    md += fmt::format("| {} | {:.4f} |\n", r->name(), v.empty() ? 0.0 : mean / v.size());
+  }
+  write_text(fs::path(a.out) / "results.json", results.dump(1));
+  write_text(fs::path(a.out) / "results.md", md);
+  fmt::print("{}", md);
+  fmt::print("wrote {}/results.json, results.md and per-dataset *_tradeoff.json / *.svg\n", a.out);
+}
+
+void add_route_command(CLI::App& app, GlobalOptions& global) {
+  auto* route = app.add_subcommand("route", "SafeRoute: features, router training, evaluation against baselines");
+  route->require_subcommand(1);
+
+  auto fa = std::make_shared<FeaturesArgs>();
+  auto* features = route->add_subcommand("features", "Score a dataset with both guards and cache the router features");
+  features->add_option("--small", fa->small, "small guard model directory (gives the features)")->required();
+  features->add_option("--large", fa->large, "large guard model directory")->required();
+  features->add_option("--data", fa->data, "dataset name (guardkit data list) or JSONL file")->required();
+  features->add_option("--out", fa->out, "output cache (.safetensors); resumes from <out>.partial")->required();
+  features->add_option("--batch", fa->batch, "conversations per guard call")->capture_default_str();
+  features->add_option("--limit", fa->limit, "score only the first N examples (0 = all)");
+  features->add_option("--dtype", fa->dtype, "fp32 | bf16")->capture_default_str();
+  features->add_option("--device", fa->device, "cpu | cuda[:i]")->capture_default_str();
+  features->callback([fa, &global]() { run_features(*fa, global); });
+
+  auto ta = std::make_shared<TrainArgs>();
+  auto* train = route->add_subcommand("train", "Train the SafeRoute Bayesian router on a feature cache");
+  train->add_option("--train", ta->train, "training feature cache")->required();
+  train->add_option("--val", ta->val, "validation feature cache (metrics; reference for share/f1 thresholds)");
+  train->add_option("--out", ta->out, "router directory")->required();
+  train->add_option("--epochs", ta->config.epochs, "epochs (paper: 1000)")->capture_default_str();
+  train->add_option("--batch", ta->config.batch_size, "mini-batch size")->capture_default_str();
+  train->add_option("--lr", ta->config.lr, "peak learning rate")->capture_default_str();
+  train->add_option("--warmup", ta->config.warmup_steps, "linear warmup steps")->capture_default_str();
+  train->add_option("--weight-decay", ta->config.weight_decay, "AdamW weight decay (0 = the paper's Adam)")
+      ->capture_default_str();
+  train->add_option("--hidden", ta->config.hidden, "hidden width")->capture_default_str();
+  train->add_option("--kl-weight", ta->config.kl_weight, "KL weight")->capture_default_str();
+  train->add_option("--prior-sigma", ta->config.prior_sigma, "prior standard deviation")->capture_default_str();
+  train->add_option("--mc-samples", ta->config.mc_samples,
+                    "inference: 0 = posterior mean (authors' code), k = mean of k posterior samples (paper: 1)")
+      ->capture_default_str();
+  train->add_option("--seed", ta->config.seed, "seed")->capture_default_str();
+  train->add_flag("!--no-balance", ta->config.class_balanced, "plain shuffling instead of class-balanced sampling");
+  train->add_option("--threshold", ta->threshold, "default (0.5) | number | share:F | f1")->capture_default_str();
+  train->callback([ta, &global]() { run_train(*ta, global); });
+
+  auto ea = std::make_shared<EvalArgs>();
+  auto* ev = route->add_subcommand("eval", "Evaluate SafeRoute and the baselines on feature caches");
+  ev->add_option("--router", ea->router, "SafeRoute router directory (omit to compare baselines only)");
+  ev->add_option("--train", ea->train, "training cache (fits TS/BC, gives CC's content-free score)")->required();
+  ev->add_option("--test", ea->tests, "test cache(s), one per dataset")->required();
+  ev->add_option("--reference", ea->reference, "reference cache for share:F / f1 thresholds");
+  ev->add_option("--threshold", ea->threshold, "default | number | share:F | f1")->capture_default_str();
+  ev->add_option("--baselines", ea->baselines, "baselines to include")->capture_default_str();
+  ev->add_option("--random-p", ea->random_p, "random baseline's routing probability")->capture_default_str();
+  ev->add_option("--seed", ea->seed, "random baseline seed")->capture_default_str();
+  ev->add_option("--points", ea->points, "points per trade-off curve")->capture_default_str();
+  ev->add_option("--out", ea->out, "output directory (results.json, results.md, *_tradeoff.json, *.svg)")->required();
+  ev->callback([ea, &global]() { run_eval(*ea, global); });
+}
+
+}  // namespace
+
+GUARDKIT_COMMAND(40, add_route_command);
+
+}  // namespace guardkit::cli
