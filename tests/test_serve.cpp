@@ -13,12 +13,15 @@
 #include <thread>
 
 #include "guard/classifier_guard.h"
+#include "models/generation.h"
+#include "models/llama.h"
 #include "route/features.h"
 #include "route/router.h"
 #include "serve/batcher.h"
 #include "serve/categories.h"
 #include "serve/metrics.h"
 #include "serve/server.h"
+#include "text/tokenizer.h"
 #include "test_util.h"
 
 namespace guardkit::serve {
@@ -315,8 +318,71 @@ TEST_F(ServeTest, SafeRoutePolicyRoutesByEpsilonAndBudget) {
   EXPECT_EQ(server_->metrics().value("guardkit_router_score", {}), 4.0);
 }
 
+// /v1/completions from the fixture Llama: the text equals generate()'s greedy output, and each logprob is the
+// log-softmax of the model's logits (greedy: the chosen token is the most likely of its top alternatives).
+TEST_F(ServeTest, CompletionsFromALocalLlamaWithLogprobs) {
+  std::shared_ptr<const models::LlamaModel> model = models::LlamaModel::load(test::fixture("llama"));
+  std::shared_ptr<const text::Tokenizer> tokenizer = text::load_tokenizer(test::fixture("llama"));
+  ServerConfig config;
+  config.generator = model;
+  config.generator_tokenizer = tokenizer;
+  config.generator_name = "tiny-llama";
+  config.max_completion_tokens = 8;
+  start(config);
+  const std::string prompt = "The capital of France is";
+  auto res = post("/v1/completions",
+                  json{{"prompt", prompt}, {"max_tokens", 4}, {"temperature", 0}, {"logprobs", 3}}.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  json body = json::parse(res->body);
+  EXPECT_EQ(body["object"], "text_completion");
+  EXPECT_EQ(body["model"], "tiny-llama");
+  const json& choice = body["choices"][0];
+
+  text::Encoding encoding = tokenizer->encode_for_model(prompt);
+  models::GenerationOptions greedy;
+  greedy.max_new_tokens = 4;
+  auto direct = models::generate(*model, {std::vector<int64_t>(encoding.ids.begin(), encoding.ids.end())}, greedy);
+  const auto& ids = direct.new_ids[0];
+  EXPECT_EQ(choice["text"], tokenizer->decode(std::vector<int32_t>(ids.begin(), ids.end())));
+  EXPECT_EQ(choice["finish_reason"], direct.finish_reasons[0]);
+  EXPECT_EQ(body["usage"]["completion_tokens"], ids.size());
+  EXPECT_EQ(body["usage"]["prompt_tokens"], encoding.ids.size());
+  const json& logprobs = choice["logprobs"];
+  ASSERT_EQ(logprobs["token_logprobs"].size(), ids.size());
+  ASSERT_EQ(logprobs["top_logprobs"].size(), ids.size());
+  for (size_t k = 0; k < ids.size(); ++k) {
+    double chosen = logprobs["token_logprobs"][k].get<double>();
+    EXPECT_LE(chosen, 0.0);
+    const json& top = logprobs["top_logprobs"][k];
+    ASSERT_FALSE(top.empty());
+    EXPECT_LE(top.size(), 3u);
+    double best = -1e30, mass = 0;
+    for (const auto& [token, lp] : top.items()) {
+      best = std::max(best, lp.get<double>());
+      mass += std::exp(lp.get<double>());
+    }
+    EXPECT_NEAR(chosen, best, 1e-5) << k;
+    EXPECT_LE(mass, 1.0 + 1e-6);
+    EXPECT_EQ(logprobs["tokens"][k], tokenizer->decode({static_cast<int32_t>(ids[k])}));
+  }
+
+  expect_error(post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 0}}.dump()), 400, "invalid_value",
+               "max_tokens 0");
+  expect_error(post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 9}}.dump()), 400, "invalid_value",
+               "max_tokens over the server's cap");
+  expect_error(post("/v1/completions", json{{"prompt", prompt}, {"logprobs", 21}}.dump()), 400, "invalid_value",
+               "logprobs 21");
+  expect_error(post("/v1/completions", json{{"prompt", 5}}.dump()), 400, "invalid_type", "prompt a number");
+  expect_error(post("/v1/completions", json{{"prompt", ""}}.dump()), 400, "empty_input", "empty prompt");
+  expect_error(post("/v1/completions", json{{"prompt", prompt}, {"model", "gpt-4"}}.dump()), 404, "model_not_found",
+               "unknown model");
+}
+
 TEST_F(ServeTest, PoliciesThatNeedWhatIsNotServedAnswer400) {
   start({});
+  expect_error(post("/v1/completions", json{{"prompt", "hi"}}.dump()), 404, "model_not_found",
+               "completions without a generator");
   expect_error(post("/v1/guard", json{{"prompt", "hi"}, {"policy", "large"}}.dump()), 400, "policy_unavailable",
                "large without a large guard");
   expect_error(post("/v1/guard", json{{"prompt", "hi"}, {"policy", "saferoute"}}.dump()), 400, "policy_unavailable",

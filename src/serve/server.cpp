@@ -5,17 +5,22 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <ATen/ATen.h>
 #include <atomic>
+#include <limits>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
 
+#include "models/generation.h"
+#include "models/llama.h"
 #include "route/router.h"
 #include "route/threshold.h"
 #include "serve/batcher.h"
 #include "serve/categories.h"
 #include "serve/metrics.h"
+#include "text/tokenizer.h"
 #include "util/jsonl.h"
 
 namespace guardkit::serve {
@@ -30,7 +35,7 @@ bool is_openai_moderation_alias(const std::string& name) {
   return name.rfind("omni-moderation-", 0) == 0 || name.rfind("text-moderation-", 0) == 0;
 }
 
-const std::vector<std::string> kEndpoints = {"/v1/moderations", "/v1/guard", "/v1/models",
+const std::vector<std::string> kEndpoints = {"/v1/moderations", "/v1/guard", "/v1/models", "/v1/completions",
                                              "/healthz",        "/readyz",   "/metrics"};
 
 std::string endpoint_label(const std::string& path) {
@@ -84,6 +89,7 @@ struct GuardServer::Impl {
   std::atomic<uint64_t> next_request_id{1};
   std::once_flag stop_once;
 
+  std::mutex generator_mutex;  // one completion at a time
   std::mutex router_mutex;             // routers are not promised thread-safe (RandomRouter keeps a stream)
   std::deque<double> recent_router_scores;  // for budgets; guarded by router_mutex
 
@@ -107,6 +113,7 @@ struct GuardServer::Impl {
       fail("guard server: default policy '{}' needs a large model", policy_name(config.default_policy));
     if (config.default_policy == RoutingPolicy::kSafeRoute && !config.router)
       fail("guard server: default policy 'saferoute' needs a router");
+    if (config.generator && !config.generator_tokenizer) fail("guard server: the generator needs its tokenizer");
     if (config.router) {
       if (!large) fail("guard server: a router needs a large model to route to");
       if (config.router->needs_features() && guards[small].guard->feature_dim() <= 0)
@@ -507,6 +514,119 @@ struct GuardServer::Impl {
     write_json(res, 200, guard_response(model, r, policy, start));
   }
 
+  // OpenAI legacy completions: {"prompt": str, "max_tokens"?, "temperature"? (0 = greedy), "top_p"?, "seed"?,
+  // "logprobs"? (0..20 top alternatives per token), "model"?}. Logprobs come from one teacher-forced forward over
+  // prompt + completion (log-softmax of the raw logits at each generated position).
+  void completions(const httplib::Request& req, httplib::Response& res, RequestRecord& record) {
+    json body = parse_json_object(req.body);
+    if (!config.generator)
+      throw ApiError(404, "invalid_request_error", "model_not_found", "this server has no completion model");
+    if (auto model = body.find("model"); model != body.end() && !model->is_null()) {
+      if (!model->is_string()) bad_request("invalid_type", "'model' must be a string");
+      if (*model != config.generator_name)
+        throw ApiError(404, "invalid_request_error", "model_not_found",
+                       fmt::format("the model '{}' does not exist; completions are served by '{}'",
+                                   model->get<std::string>(), config.generator_name));
+    }
+    record.model = config.generator_name;
+    auto prompt_it = body.find("prompt");
+    if (prompt_it == body.end() || prompt_it->is_null()) bad_request("missing_input", "'prompt' is required");
+    json prompt_value = *prompt_it;
+    if (prompt_value.is_array()) {
+      if (prompt_value.size() != 1 || !prompt_value[0].is_string())
+        bad_request("invalid_type", "'prompt' must be a string (or a list of exactly one string)");
+      prompt_value = prompt_value[0];
+    }
+    if (!prompt_value.is_string()) bad_request("invalid_type", "'prompt' must be a string");
+    std::string prompt = prompt_value.get<std::string>();
+    if (prompt.empty()) bad_request("empty_input", "'prompt' is empty");
+    auto integer = [&](const char* field, int64_t fallback, int64_t low, int64_t high) {
+      auto it = body.find(field);
+      if (it == body.end() || it->is_null()) return fallback;
+      if (!it->is_number_integer()) bad_request("invalid_type", fmt::format("'{}' must be an integer", field));
+      int64_t v = it->get<int64_t>();
+      if (v < low || v > high) bad_request("invalid_value", fmt::format("'{}' must be in [{}, {}], got {}", field, low, high, v));
+      return v;
+    };
+    auto number = [&](const char* field, double fallback, double low, double high) {
+      auto it = body.find(field);
+      if (it == body.end() || it->is_null()) return fallback;
+      if (!it->is_number()) bad_request("invalid_type", fmt::format("'{}' must be a number", field));
+      double v = it->get<double>();
+      if (!std::isfinite(v) || v < low || v > high)
+        bad_request("invalid_value", fmt::format("'{}' must be in [{}, {}], got {}", field, low, high, v));
+      return v;
+    };
+    models::GenerationOptions options;
+    options.max_new_tokens = integer("max_tokens", 16, 1, config.max_completion_tokens);
+    const double temperature = number("temperature", 1.0, 0.0, 2.0);
+    options.do_sample = temperature > 0.0;
+    if (options.do_sample) options.temperature = temperature;
+    options.top_p = number("top_p", 1.0, 1e-6, 1.0);
+    options.seed = static_cast<uint64_t>(integer("seed", 0, 0, std::numeric_limits<int64_t>::max()));
+    const int64_t top_logprobs = integer("logprobs", -1, 0, 20);  // -1: not asked
+    if (body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>())
+      bad_request("unsupported", "streaming completions are not supported");
+
+    const text::Tokenizer& tokenizer = *config.generator_tokenizer;
+    text::Encoding encoding = tokenizer.encode_for_model(prompt);
+    std::vector<int64_t> prompt_ids(encoding.ids.begin(), encoding.ids.end());
+    if (prompt_ids.empty()) bad_request("empty_input", "'prompt' encodes to no tokens");
+    if (auto pad = tokenizer.pad_id()) options.pad_id = *pad;
+    record.inputs = 1;
+
+    std::lock_guard lock(generator_mutex);
+    models::GenerationResult generated = models::generate(*config.generator, {prompt_ids}, options);
+    const std::vector<int64_t>& new_ids = generated.new_ids.at(0);
+    std::vector<int32_t> new_ids32(new_ids.begin(), new_ids.end());
+    json choice = {{"text", tokenizer.decode(new_ids32)},
+                   {"index", 0},
+                   {"logprobs", nullptr},
+                   {"finish_reason", generated.finish_reasons.at(0)}};
+    if (top_logprobs >= 0 && !new_ids.empty()) {
+      std::vector<int64_t> all = prompt_ids;
+      all.insert(all.end(), new_ids.begin(), new_ids.end() - 1);  // position p predicts token p + 1
+      models::ForwardOptions forward_options;
+      forward_options.logits = models::LogitsMode::All;
+      at::NoGradGuard no_grad;
+      at::Tensor logits = config.generator->forward(all, nullptr, forward_options).logits;  // [1, T, V]
+      at::Tensor logprobs = at::log_softmax(logits[0].slice(0, static_cast<int64_t>(prompt_ids.size()) - 1), -1);
+      json tokens = json::array(), token_logprobs = json::array(), tops = json::array(), offsets = json::array();
+      size_t offset = prompt.size();
+      for (size_t k = 0; k < new_ids.size(); ++k) {
+        at::Tensor row = logprobs[static_cast<int64_t>(k)];
+        std::string token = tokenizer.decode({static_cast<int32_t>(new_ids[k])});
+        tokens.push_back(token);
+        token_logprobs.push_back(row[new_ids[k]].item<double>());
+        offsets.push_back(offset);
+        offset += token.size();
+        json top = json::object();
+        if (top_logprobs > 0) {
+          auto [values, indices] = row.topk(top_logprobs);
+          for (int64_t j = 0; j < top_logprobs; ++j)
+            top[tokenizer.decode({static_cast<int32_t>(indices[j].item<int64_t>())})] = values[j].item<double>();
+        }
+        tops.push_back(top);
+      }
+      choice["logprobs"] = {{"tokens", tokens},
+                            {"token_logprobs", token_logprobs},
+                            {"top_logprobs", tops},
+                            {"text_offset", offsets}};
+    }
+    const int64_t completion_tokens = static_cast<int64_t>(new_ids.size());
+    write_json(res, 200,
+               {{"id", fmt::format("cmpl-{}", next_request_id.fetch_add(1))},
+                {"object", "text_completion"},
+                {"created", std::chrono::duration_cast<std::chrono::seconds>(
+                                std::chrono::system_clock::now().time_since_epoch()).count()},
+                {"model", config.generator_name},
+                {"choices", json::array({choice})},
+                {"usage",
+                 {{"prompt_tokens", prompt_ids.size()},
+                  {"completion_tokens", completion_tokens},
+                  {"total_tokens", static_cast<int64_t>(prompt_ids.size()) + completion_tokens}}}});
+  }
+
   void models(const httplib::Request&, httplib::Response& res, RequestRecord&) {
     json data = json::array();
     for (size_t i = 0; i < guards.size(); ++i)
@@ -515,6 +635,8 @@ struct GuardServer::Impl {
                       {"owned_by", "guardkit"},
                       {"role", role_of(i)},
                       {"threshold", guards[i].guard->threshold()}});
+    if (config.generator)
+      data.push_back({{"id", config.generator_name}, {"object", "model"}, {"owned_by", "guardkit"}, {"role", "generator"}});
     write_json(res, 200, {{"object", "list"}, {"data", data}});
   }
 
@@ -547,6 +669,8 @@ struct GuardServer::Impl {
     using namespace std::placeholders;
     http.Post("/v1/moderations", route("/v1/moderations", true, [this](auto& q, auto& s, auto& r) { moderations(q, s, r); }));
     http.Post("/v1/guard", route("/v1/guard", true, [this](auto& q, auto& s, auto& r) { guard_endpoint(q, s, r); }));
+    http.Post("/v1/completions",
+              route("/v1/completions", true, [this](auto& q, auto& s, auto& r) { completions(q, s, r); }));
     http.Get("/v1/models", route("/v1/models", true, [this](auto& q, auto& s, auto& r) { models(q, s, r); }));
     http.Get("/healthz", route("/healthz", false, [this](auto&, auto& s, auto&) {
                write_json(s, 200, {{"status", "ok"}});

@@ -16,6 +16,12 @@
 namespace guardkit::route {
 class Router;
 }
+namespace guardkit::models {
+class LlamaModel;
+}
+namespace guardkit::text {
+class Tokenizer;
+}
 
 namespace guardkit::serve {
 
@@ -64,6 +70,13 @@ struct ServerConfig {
   std::optional<double> route_threshold;
   size_t budget_window = 1024;
   size_t budget_min_scores = 32;  // fewer scores seen than this: a budget falls back to the default ε
+
+  // POST /v1/completions (OpenAI's legacy completions, with logprobs as RemoteGuard reads them) from a locally loaded
+  // Llama generator. Requests run one at a time (no batching). Absent: /v1/completions answers 404.
+  std::shared_ptr<const models::LlamaModel> generator;
+  std::shared_ptr<const text::Tokenizer> generator_tokenizer;
+  std::string generator_name = "generator";
+  int64_t max_completion_tokens = 256;
 
   // Receives one JSON line per request (access log). Empty: no access log.
   std::function<void(const std::string& line)> access_log;

@@ -13,6 +13,9 @@
 
 #include "cli/commands.h"
 #include "guard/registry.h"
+#include "models/llama.h"
+#include "models/runtime.h"
+#include "text/tokenizer.h"
 #include "route/baselines.h"
 #include "route/router.h"
 #include "serve/process.h"
@@ -32,6 +35,9 @@ struct ServeOptions {
   std::vector<std::string> api_keys;
   std::string api_keys_file;
   std::string default_policy = "small";
+  std::string generator;  // a Llama model folder for /v1/completions
+  std::string generator_dtype = "fp32";
+  int64_t max_completion_tokens = 256;
   std::string router;  // a SafeRoute router folder, or a baseline name (entropy, small_only, large_only, random)
   double route_threshold = -1;  // < 0: the router's default ε
   size_t budget_window = 1024;
@@ -112,6 +118,14 @@ void run_serve(const ServeOptions& o) {
     if (o.route_threshold >= 0) config.route_threshold = o.route_threshold;
     config.budget_window = o.budget_window;
   }
+  if (!o.generator.empty()) {
+    std::filesystem::path dir(o.generator);
+    spdlog::info("loading generator {}", dir.string());
+    config.generator = models::LlamaModel::load(dir, models::parse_dtype(o.generator_dtype));
+    config.generator_tokenizer = text::load_tokenizer(dir);
+    config.generator_name = dir.filename().empty() ? dir.parent_path().filename().string() : dir.filename().string();
+    config.max_completion_tokens = o.max_completion_tokens;
+  }
   config.max_batch = o.max_batch;
   config.max_wait = std::chrono::microseconds(static_cast<int64_t>(o.max_wait_ms * 1000.0));
   config.queue_capacity = o.queue;
@@ -160,6 +174,10 @@ void add_serve_command(CLI::App& app, GlobalOptions&) {
   cmd->add_option("--api-key", options->api_keys, "Accepted bearer key (repeatable); also $GUARDKIT_API_KEYS=k1,k2");
   cmd->add_option("--api-keys-file", options->api_keys_file, "File with one accepted key a line");
   cmd->add_option("--default-policy", options->default_policy, "small, large or saferoute")->capture_default_str();
+  cmd->add_option("--generator", options->generator, "Llama model folder served at /v1/completions (with logprobs)");
+  cmd->add_option("--generator-dtype", options->generator_dtype, "fp32 or bf16")->capture_default_str();
+  cmd->add_option("--max-completion-tokens", options->max_completion_tokens, "Cap on a completion's max_tokens")
+      ->capture_default_str();
   cmd->add_option("--router", options->router,
                   "Enables policy saferoute: a router folder (guardkit route train) or entropy|small_only|large_only|random");
   cmd->add_option("--route-threshold", options->route_threshold, "ε when a request names none (default: the router's)");
