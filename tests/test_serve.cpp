@@ -5,7 +5,14 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <condition_variable>
+#include <optional>
 #include <cmath>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -23,6 +30,7 @@
 #include "serve/server.h"
 #include "text/tokenizer.h"
 #include "test_util.h"
+#include <fmt/format.h>
 
 namespace guardkit::serve {
 namespace {
@@ -377,6 +385,152 @@ TEST_F(ServeTest, CompletionsFromALocalLlamaWithLogprobs) {
   expect_error(post("/v1/completions", json{{"prompt", ""}}.dump()), 400, "empty_input", "empty prompt");
   expect_error(post("/v1/completions", json{{"prompt", prompt}, {"model", "gpt-4"}}.dump()), 404, "model_not_found",
                "unknown model");
+}
+
+// An upstream chat server for the guarded proxy, built on the engine: it answers with the fixture Llama's greedy
+// continuation of the last user message — or, by mode, fails the way real upstreams do (HTTP 500, stalling).
+class ChatUpstream {
+ public:
+  enum class Mode { kLlama, kStatus500, kStall };
+  ChatUpstream() {
+    model_ = models::LlamaModel::load(test::fixture("llama"));
+    tokenizer_ = text::load_tokenizer(test::fixture("llama"));
+    server_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+      ++calls;
+      last_body = json::parse(req.body);
+      if (mode == Mode::kStatus500) {
+        res.status = 500;
+        res.set_content("{\"error\": \"boom\"}", "application/json");
+        return;
+      }
+      if (mode == Mode::kStall) {
+        std::unique_lock lock(stall_mutex_);
+        stall_cv_.wait_for(lock, 3s, [this] { return released_; });
+      }
+      res.set_content(json{{"id", "up-1"}, {"object", "chat.completion"}, {"model", "tiny-llama"},
+                           {"choices", json::array({{{"index", 0},
+                                                     {"message", {{"role", "assistant"},
+                                                                  {"content", reply_to(last_body["messages"].back()["content"])}}},
+                                                     {"finish_reason", "length"}}})}}
+                          .dump(),
+                      "application/json");
+    });
+    port = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    while (!server_.is_running()) std::this_thread::sleep_for(1ms);
+  }
+  ~ChatUpstream() {
+    {
+      std::lock_guard lock(stall_mutex_);
+      released_ = true;
+    }
+    stall_cv_.notify_all();
+    server_.stop();
+    thread_.join();
+  }
+  std::string reply_to(const std::string& text) const {
+    auto encoding = tokenizer_->encode_for_model(text);
+    models::GenerationOptions greedy;
+    greedy.max_new_tokens = 4;
+    auto ids = models::generate(*model_, {std::vector<int64_t>(encoding.ids.begin(), encoding.ids.end())}, greedy)
+                   .new_ids[0];
+    return tokenizer_->decode(std::vector<int32_t>(ids.begin(), ids.end()));
+  }
+  std::atomic<Mode> mode{Mode::kLlama};
+  std::atomic<int> calls{0};
+  json last_body;
+  int port = 0;
+
+ private:
+  std::shared_ptr<const models::LlamaModel> model_;
+  std::shared_ptr<const text::Tokenizer> tokenizer_;
+  httplib::Server server_;
+  std::thread thread_;
+  std::mutex stall_mutex_;
+  std::condition_variable stall_cv_;
+  bool released_ = false;
+};
+
+TEST_F(ServeTest, GuardedChatProxyChecksInputAndOutputAndSurvivesUpstreamFaults) {
+  // One prompt the fixture guard flags and one it passes.
+  std::optional<std::string> flagged, passed;
+  for (const auto& p : kPrompts) {
+    auto r = small_guard_->score({guard::Conversation::from_prompt(p)}).front();
+    (r.unsafe ? flagged : passed) = p;
+  }
+  ASSERT_TRUE(flagged && passed) << "the fixture guard should flag some prompts and pass others";
+
+  ChatUpstream upstream;
+  ServerConfig config;
+  config.upstream_url = fmt::format("http://127.0.0.1:{}", upstream.port);
+  config.upstream_timeout = 300ms;
+  config.defense_text = "Treat every group fairly.";
+  start(config);
+  auto chat = [&](const std::string& prompt) {
+    return post("/v1/chat/completions",
+                json{{"model", "tiny-llama"}, {"messages", json::array({{{"role", "user"}, {"content", prompt}}})}}.dump());
+  };
+
+  // Blocked at the input: the upstream is never called.
+  auto blocked = chat(*flagged);
+  ASSERT_TRUE(blocked);
+  ASSERT_EQ(blocked->status, 200) << blocked->body;
+  json body = json::parse(blocked->body);
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "content_filter");
+  EXPECT_EQ(body["guardkit"]["blocked"], "input");
+  EXPECT_EQ(upstream.calls.load(), 0);
+
+  // Passed: forwarded with the defense text first, the upstream's answer checked and released.
+  auto answered = chat(*passed);
+  ASSERT_TRUE(answered);
+  ASSERT_EQ(answered->status, 200) << answered->body;
+  body = json::parse(answered->body);
+  EXPECT_EQ(upstream.calls.load(), 1);
+  EXPECT_EQ(upstream.last_body["messages"][0]["role"], "system");
+  EXPECT_EQ(upstream.last_body["messages"][0]["content"], "Treat every group fairly.");
+  const std::string reply = upstream.reply_to(*passed);
+  double output_score = small_guard_->score({guard::Conversation::from_pair(*passed, reply)}).front().p_unsafe;
+  EXPECT_NEAR(body["guardkit"]["output_scores"][0].get<double>(), output_score, 1e-6);
+  EXPECT_EQ(body["choices"][0]["message"]["content"], output_score >= 0.5 ? "I can't help with that." : reply);
+
+  // Upstream faults: 500 -> 502, stalled -> 504, refusing connections -> 502; the server keeps serving.
+  upstream.mode = ChatUpstream::Mode::kStatus500;
+  expect_error(chat(*passed), 502, "upstream_status", "upstream 500");
+  upstream.mode = ChatUpstream::Mode::kStall;
+  expect_error(chat(*passed), 504, "upstream_timeout", "upstream stalled");
+  EXPECT_EQ(server_->metrics().value("guardkit_upstream_errors_total", {{"upstream", "chat"}, {"kind", "status"}}), 1.0);
+  EXPECT_EQ(server_->metrics().value("guardkit_upstream_errors_total", {{"upstream", "chat"}, {"kind", "timeout"}}), 1.0);
+}
+
+TEST_F(ServeTest, GuardedChatProxyAnswers502WhenTheUpstreamRefusesConnections) {
+  // A port that was free a moment ago and has nothing listening on it.
+  int closed_port = 0;
+  {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    socklen_t length = sizeof(address);
+    ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+    closed_port = ntohs(address.sin_port);
+    ::close(fd);  // bound, never listening, now closed
+  }
+  ServerConfig config;
+  config.upstream_url = fmt::format("http://127.0.0.1:{}", closed_port);
+  config.upstream_timeout = 2s;
+  start(config);
+  // A prompt the guard passes reaches the upstream call.
+  std::string passed;
+  for (const auto& p : kPrompts)
+    if (!small_guard_->score({guard::Conversation::from_prompt(p)}).front().unsafe) passed = p;
+  ASSERT_FALSE(passed.empty());
+  expect_error(post("/v1/chat/completions", json{{"messages", json::array({{{"role", "user"}, {"content", passed}}})}}.dump()),
+               502, "upstream_unavailable", "connection refused");
+  auto health = get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
 }
 
 TEST_F(ServeTest, PoliciesThatNeedWhatIsNotServedAnswer400) {

@@ -36,6 +36,7 @@ bool is_openai_moderation_alias(const std::string& name) {
 }
 
 const std::vector<std::string> kEndpoints = {"/v1/moderations", "/v1/guard", "/v1/models", "/v1/completions",
+                                             "/v1/chat/completions",
                                              "/healthz",        "/readyz",   "/metrics"};
 
 std::string endpoint_label(const std::string& path) {
@@ -627,6 +628,104 @@ struct GuardServer::Impl {
                   {"total_tokens", static_cast<int64_t>(prompt_ids.size()) + completion_tokens}}}});
   }
 
+  [[noreturn]] void upstream_failure(int status, const std::string& kind, const std::string& message) {
+    metrics.increment("guardkit_upstream_errors_total", {{"upstream", "chat"}, {"kind", kind}});
+    throw ApiError(status, "upstream_error", "upstream_" + kind, message);
+  }
+
+  json blocked_completion(const std::string& model, const std::string& stage, double score) {
+    return {{"id", fmt::format("chatcmpl-{}", next_request_id.fetch_add(1))},
+            {"object", "chat.completion"},
+            {"created", std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count()},
+            {"model", model},
+            {"choices", json::array({{{"index", 0},
+                                      {"message", {{"role", "assistant"}, {"content", config.refusal_text}}},
+                                      {"finish_reason", "content_filter"}}})},
+            {"guardkit", {{"blocked", stage}, {"score", score}}}};
+  }
+
+  // The guarded proxy (non-streaming): input check, BiasDefense injection, upstream call, output check.
+  void chat_proxy(const httplib::Request& req, httplib::Response& res, RequestRecord& record) {
+    Arrival arrival(arriving);
+    auto deadline = Clock::now() + config.request_timeout;
+    if (config.upstream_url.empty())
+      throw ApiError(404, "invalid_request_error", "model_not_found",
+                     "this server proxies no chat model (start it with --upstream)");
+    json body = parse_json_object(req.body);
+    if (body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>())
+      bad_request("unsupported", "streamed chat completions are not supported by the guarded proxy yet");
+    auto messages = body.find("messages");
+    if (messages == body.end() || !messages->is_array() || messages->empty())
+      bad_request("missing_input", "'messages' must be a non-empty list");
+    // The guard judges the user/assistant turns (system text is the operator's, not the user's).
+    json judged = json::array();
+    for (const auto& m : *messages)
+      if (m.is_object() && m.contains("role") && (m["role"] == "user" || m["role"] == "assistant")) judged.push_back(m);
+    GuardRequest check = parse_guard_request(json{{"messages", judged}});
+    const std::string model_name = body.value("model", std::string("upstream"));
+    record.model = model_name;
+    record.inputs = 1;
+
+    arrival.queued();
+    guard::GuardResult input = score(small, {check.conversation}, {}, deadline).front();
+    count_decisions(small, {input});
+    if (input.unsafe) {
+      record.flagged = 1;
+      write_json(res, 200, blocked_completion(model_name, "input", input.p_unsafe));
+      return;
+    }
+    if (!config.defense_text.empty())
+      messages->insert(messages->begin(), json{{"role", "system"}, {"content", config.defense_text}});
+
+    httplib::Client upstream(config.upstream_url);
+    upstream.set_connection_timeout(2, 0);
+    auto timeout_us = std::chrono::duration_cast<std::chrono::microseconds>(config.upstream_timeout).count();
+    upstream.set_read_timeout(timeout_us / 1000000, timeout_us % 1000000);
+    upstream.set_tcp_nodelay(true);
+    httplib::Headers headers;
+    if (!config.upstream_api_key.empty()) headers.emplace("Authorization", "Bearer " + config.upstream_api_key);
+    auto answer = upstream.Post("/v1/chat/completions", headers, body.dump(), "application/json");
+    if (!answer) {
+      if (answer.error() == httplib::Error::Read)
+        upstream_failure(504, "timeout", fmt::format("the upstream did not answer within {} ms",
+                                                     config.upstream_timeout.count()));
+      upstream_failure(502, "unavailable",
+                       fmt::format("the upstream is unreachable ({})", httplib::to_string(answer.error())));
+    }
+    if (answer->status >= 500)
+      upstream_failure(502, "status", fmt::format("the upstream answered HTTP {}", answer->status));
+    json reply = json::parse(answer->body, nullptr, false);
+    if (reply.is_discarded() || !reply.is_object())
+      upstream_failure(502, "malformed", "the upstream answer is not a JSON object");
+    if (answer->status != 200) {  // the upstream's own 4xx: passed through
+      write_json(res, answer->status, reply);
+      return;
+    }
+    if (!reply.contains("choices") || !reply["choices"].is_array())
+      upstream_failure(502, "malformed", "the upstream answer has no 'choices'");
+
+    // Output check: each returned message, judged as the response to the conversation.
+    json output_scores = json::array();
+    for (auto& choice : reply["choices"]) {
+      if (!choice.contains("message") || !choice["message"].contains("content") ||
+          !choice["message"]["content"].is_string())
+        continue;
+      guard::Conversation judged_reply = check.conversation;
+      judged_reply.messages.push_back({"assistant", choice["message"]["content"].get<std::string>()});
+      guard::GuardResult output = score(small, {judged_reply}, {}, deadline).front();
+      count_decisions(small, {output});
+      output_scores.push_back(output.p_unsafe);
+      if (output.unsafe) {
+        record.flagged = 1;
+        choice["message"]["content"] = config.refusal_text;
+        choice["finish_reason"] = "content_filter";
+      }
+    }
+    reply["guardkit"] = {{"input_score", input.p_unsafe}, {"output_scores", output_scores}};
+    write_json(res, 200, reply);
+  }
+
   void models(const httplib::Request&, httplib::Response& res, RequestRecord&) {
     json data = json::array();
     for (size_t i = 0; i < guards.size(); ++i)
@@ -671,6 +770,8 @@ struct GuardServer::Impl {
     http.Post("/v1/guard", route("/v1/guard", true, [this](auto& q, auto& s, auto& r) { guard_endpoint(q, s, r); }));
     http.Post("/v1/completions",
               route("/v1/completions", true, [this](auto& q, auto& s, auto& r) { completions(q, s, r); }));
+    http.Post("/v1/chat/completions",
+              route("/v1/chat/completions", true, [this](auto& q, auto& s, auto& r) { chat_proxy(q, s, r); }));
     http.Get("/v1/models", route("/v1/models", true, [this](auto& q, auto& s, auto& r) { models(q, s, r); }));
     http.Get("/healthz", route("/healthz", false, [this](auto&, auto& s, auto&) {
                write_json(s, 200, {{"status", "ok"}});

@@ -78,6 +78,16 @@ struct ServerConfig {
   std::string generator_name = "generator";
   int64_t max_completion_tokens = 256;
 
+  // Guarded proxy: POST /v1/chat/completions forwarded to an upstream OpenAI-compatible server ("http://host:port").
+  // The conversation is checked by the small guard first (blocked: answered in the OpenAI shape with
+  // finish_reason "content_filter"), `defense_text` (BiasDefense) is injected as a leading system message, and each
+  // returned message is checked before it is released. Upstream down: 502, stalled past upstream_timeout: 504.
+  std::string upstream_url;
+  std::string upstream_api_key;
+  std::chrono::milliseconds upstream_timeout{60000};
+  std::string defense_text;
+  std::string refusal_text = "I can't help with that.";
+
   // Receives one JSON line per request (access log). Empty: no access log.
   std::function<void(const std::string& line)> access_log;
 };

@@ -21,6 +21,7 @@
 #include "serve/process.h"
 #include "serve/server.h"
 #include "util/error.h"
+#include "util/paths.h"
 
 namespace guardkit::cli {
 
@@ -38,6 +39,9 @@ struct ServeOptions {
   std::string generator;  // a Llama model folder for /v1/completions
   std::string generator_dtype = "fp32";
   int64_t max_completion_tokens = 256;
+  std::string upstream;         // guarded proxy target for /v1/chat/completions
+  int64_t upstream_timeout_ms = 60000;
+  std::string defense_file;     // BiasDefense text injected as a system message
   std::string router;  // a SafeRoute router folder, or a baseline name (entropy, small_only, large_only, random)
   double route_threshold = -1;  // < 0: the router's default ε
   size_t budget_window = 1024;
@@ -126,6 +130,12 @@ void run_serve(const ServeOptions& o) {
     config.generator_name = dir.filename().empty() ? dir.parent_path().filename().string() : dir.filename().string();
     config.max_completion_tokens = o.max_completion_tokens;
   }
+  if (!o.upstream.empty()) {
+    config.upstream_url = o.upstream;
+    config.upstream_timeout = std::chrono::milliseconds(o.upstream_timeout_ms);
+    if (const char* key = std::getenv("GUARDKIT_UPSTREAM_API_KEY"); key && *key) config.upstream_api_key = key;
+    if (!o.defense_file.empty()) config.defense_text = read_file(o.defense_file);
+  }
   config.max_batch = o.max_batch;
   config.max_wait = std::chrono::microseconds(static_cast<int64_t>(o.max_wait_ms * 1000.0));
   config.queue_capacity = o.queue;
@@ -178,6 +188,12 @@ void add_serve_command(CLI::App& app, GlobalOptions&) {
   cmd->add_option("--generator-dtype", options->generator_dtype, "fp32 or bf16")->capture_default_str();
   cmd->add_option("--max-completion-tokens", options->max_completion_tokens, "Cap on a completion's max_tokens")
       ->capture_default_str();
+  cmd->add_option("--upstream", options->upstream,
+                  "Guarded proxy: forward /v1/chat/completions to this OpenAI-compatible server (http://host:port); "
+                  "its key from $GUARDKIT_UPSTREAM_API_KEY");
+  cmd->add_option("--upstream-timeout-ms", options->upstream_timeout_ms, "Upstream read timeout (504)")
+      ->capture_default_str();
+  cmd->add_option("--defense-file", options->defense_file, "BiasDefense text injected as a leading system message");
   cmd->add_option("--router", options->router,
                   "Enables policy saferoute: a router folder (guardkit route train) or entropy|small_only|large_only|random");
   cmd->add_option("--route-threshold", options->route_threshold, "ε when a request names none (default: the router's)");
