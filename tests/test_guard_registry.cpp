@@ -25,7 +25,7 @@ TEST(ModelRegistry, ParsesEveryKindAndResolvesRelativePaths) {
       {"name": "small", "kind": "classifier", "path": "deberta", "dtype": "bf16", "threshold": 0.4,
        "max_length": 1024, "device": "cpu"},
       {"name": "lg1b", "kind": "llama_guard", "path": "/abs/llama", "device": "cuda:1"},
-      {"name": "lg8b", "kind": "remote", "url": "http://127.0.0.1:8000", "options": {"model": "meta-llama/Llama-Guard-3-8B"}}
+      {"name": "lg8b", "kind": "remote", "url": "http://127.0.0.1:8000", "config": "lg8b/config.json", "options": {"model": "meta-llama/Llama-Guard-3-8B"}}
   ]})";
   ModelRegistry registry = ModelRegistry::from_file(dir / "models.json");
   ASSERT_EQ(registry.specs().size(), 3u);
@@ -42,6 +42,8 @@ TEST(ModelRegistry, ParsesEveryKindAndResolvesRelativePaths) {
   EXPECT_EQ(remote.kind, GuardKind::kRemote);
   EXPECT_EQ(remote.url, "http://127.0.0.1:8000");
   EXPECT_EQ(remote.options["model"], "meta-llama/Llama-Guard-3-8B");
+  EXPECT_EQ(remote.config, dir / "lg8b" / "config.json");
+  EXPECT_EQ(small.config, dir / "deberta" / "config.json");
 }
 
 TEST(ModelRegistry, ValidationErrors) {

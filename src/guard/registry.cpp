@@ -50,7 +50,7 @@ void check_device(const std::string& device, const std::string& where) {
 ModelSpec model_spec_from_json(const json& entry, const fs::path& base_dir, const std::string& where) {
   if (!entry.is_object()) fail("{}: expected an object", where);
   static const std::set<std::string> kKeys = {"name", "kind", "path", "url", "dtype", "threshold", "max_length",
-                                              "device", "options"};
+                                              "device", "config", "options"};
   for (const auto& [key, value] : entry.items())
     if (!kKeys.count(key)) fail("{}: unknown field '{}' (kind-specific settings go in 'options')", where, key);
 
@@ -77,6 +77,10 @@ ModelSpec model_spec_from_json(const json& entry, const fs::path& base_dir, cons
     std::string path = string_of("path", true);
     spec.path = fs::path(path).is_absolute() ? fs::path(path) : base_dir / path;
   }
+  if (std::string config = string_of("config", false); !config.empty())
+    spec.config = fs::path(config).is_absolute() ? fs::path(config) : base_dir / config;
+  else if (!spec.path.empty())
+    spec.config = spec.path / "config.json";
   if (std::string dtype = string_of("dtype", false); !dtype.empty()) spec.dtype = dtype;
   check_dtype(spec.dtype, at);
   if (std::string device = string_of("device", false); !device.empty()) spec.device = device;
@@ -148,6 +152,7 @@ ModelSpec ModelRegistry::resolve(const std::string& name_or_path) const {
     ModelSpec spec;
     spec.name = dir.filename().empty() ? dir.parent_path().filename().string() : dir.filename().string();
     spec.path = dir;
+    spec.config = dir / "config.json";
     if (model_type.rfind("deberta", 0) == 0) {
       spec.kind = GuardKind::kClassifier;
     } else if (model_type == "llama") {

@@ -4,7 +4,7 @@
 //      "threshold": 0.5, "max_length": 1024, "device": "cpu"},
 //     {"name": "llama-guard-3-1b", "kind": "llama_guard", "path": "models/Llama-Guard-3-1B", "dtype": "bf16"},
 //     {"name": "llama-guard-3-8b", "kind": "remote", "url": "http://127.0.0.1:8000",
-//      "options": {"model": "meta-llama/Llama-Guard-3-8B"}}
+//      "config": "models/Llama-Guard-3-8B/config.json", "options": {"model": "meta-llama/Llama-Guard-3-8B"}}
 //   ]}
 // (a bare list of models is accepted too). Relative paths are resolved against the file's folder. `options` holds
 // kind-specific settings that the guard of that kind reads. A model directory can also be named directly where a
@@ -34,6 +34,8 @@ struct ModelSpec {
   double threshold = 0.5;
   int64_t max_length = 0;      // tokens; 0 = the kind's default
   std::string device = "cpu";
+  // config.json whose shape estimates FLOPs when the guard reports none (a remote guard); default: path/config.json.
+  std::filesystem::path config;
   nlohmann::json options = nlohmann::json::object();  // kind-specific
 };
 

@@ -31,11 +31,9 @@ struct EvalCommandOptions {
 void run_eval(EvalCommandOptions& options) {
   guard::ModelRegistry registry = guard::ModelRegistry::load_default(options.models_file);
   const guard::ModelSpec spec = registry.resolve(options.model);
-  // FLOPs for guards that report none (remote): the shape from a local config.json when the spec points to one.
-  std::filesystem::path config = spec.path / "config.json";
-  if (spec.kind == guard::GuardKind::kRemote && spec.options.contains("config"))
-    config = spec.options["config"].get<std::string>();
-  if (!config.empty() && std::filesystem::is_regular_file(config)) options.eval.shape = eval::load_shape(config);
+  // FLOPs for guards that report none (remote): the shape from the spec's config.json when there is one.
+  if (!spec.config.empty() && std::filesystem::is_regular_file(spec.config))
+    options.eval.shape = eval::load_shape(spec.config);
   if (!options.predictions_dir.empty()) options.eval.predictions_dir = std::filesystem::path(options.predictions_dir);
   options.eval.progress = !options.no_progress;
   for (const auto& name : options.datasets) {
