@@ -3,7 +3,7 @@
 //   train:    train the Bayesian router on a cache; save router.safetensors + router.json
 //   eval:     SafeRoute and every baseline on test caches: safety F1, routing F1, large share, relative FLOPs and
 //             latency; trade-off curves over ε as JSON and SVG
-// Guards are given as Hugging Face model directories (DeBERTa classifier or Llama Guard 3, told apart by config.json).
+// Guards are resolved through guard/registry.h: names from a models file, or model directories named directly.
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -11,8 +11,7 @@
 
 #include "cli/commands.h"
 #include "eval/plot_svg.h"
-#include "guard/classifier_guard.h"
-#include "guard/llama_guard.h"
+#include "guard/registry.h"
 #include "models/runtime.h"
 #include "route/baselines.h"
 #include "route/features.h"
@@ -28,29 +27,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-// A guard from a model directory: model_type "deberta-v2" -> ClassifierGuard, "llama" -> LlamaGuard.
-std::unique_ptr<guard::Guard> load_guard_dir(const fs::path& dir, const std::string& name, const std::string& dtype,
-                                             const std::string& device) {
-  const fs::path config = dir / "config.json";
-  if (!fs::exists(config)) fail("{}: no config.json (give a Hugging Face model directory)", dir.string());
-  const json j = json::parse(read_file(config), nullptr, false);
-  const std::string type = j.is_object() ? j.value("model_type", "") : "";
-  if (type == "deberta-v2") {
-    guard::ClassifierGuardOptions options;
-    options.name = name;
-    options.dtype = models::parse_dtype(dtype);
-    options.device = models::parse_device(device);
-    return guard::ClassifierGuard::load(dir, options);
-  }
-  if (type == "llama") {
-    guard::LlamaGuardOptions options;
-    options.name = name;
-    return guard::LlamaGuard::load(dir, options, dtype, device);
-  }
-  fail("{}: model_type '{}' is not a guard guardkit can route (deberta-v2 classifier or llama guard)", config.string(),
-       type);
-}
 
 void write_text(const fs::path& path, const std::string& text) {
   const fs::path tmp = path.string() + ".tmp";
@@ -80,7 +56,7 @@ double resolve_threshold(const route::ThresholdSpec& spec, route::Router& router
 }
 
 struct FeaturesArgs {
-  std::string small, large, data, out, dtype = "fp32", device = "cpu";
+  std::string small, large, data, out, models;
   int batch = 8;
   size_t limit = 0;
 };
@@ -103,8 +79,9 @@ void run_features(const FeaturesArgs& a, const GlobalOptions& global) {
   models::init_runtime(global.threads);
   auto examples = route::load_labeled(a.data);
   if (a.limit && examples.size() > a.limit) examples.resize(a.limit);
-  auto small = load_guard_dir(a.small, fs::path(a.small).filename().string(), a.dtype, a.device);
-  auto large = load_guard_dir(a.large, fs::path(a.large).filename().string(), a.dtype, a.device);
+  auto registry = guard::ModelRegistry::load_default(a.models);
+  auto small = registry.guard(a.small);
+  auto large = registry.guard(a.large);
   route::FeatureBuildOptions options;
   options.batch_size = a.batch;
   const auto cache = route::build_feature_cache(*small, *large, examples, options, fs::path(a.out));
@@ -230,14 +207,15 @@ void add_route_command(CLI::App& app, GlobalOptions& global) {
 
   auto fa = std::make_shared<FeaturesArgs>();
   auto* features = route->add_subcommand("features", "Score a dataset with both guards and cache the router features");
-  features->add_option("--small", fa->small, "small guard model directory (gives the features)")->required();
-  features->add_option("--large", fa->large, "large guard model directory")->required();
+  features->add_option("--small", fa->small, "small guard: model name (models file) or directory; gives the features")
+      ->required();
+  features->add_option("--large", fa->large, "large guard: model name (models file, may be remote) or directory")
+      ->required();
+  features->add_option("--models", fa->models, "models file (default: $GUARDKIT_MODELS or ./models.json)");
   features->add_option("--data", fa->data, "dataset name (guardkit data list) or JSONL file")->required();
   features->add_option("--out", fa->out, "output cache (.safetensors); resumes from <out>.partial")->required();
   features->add_option("--batch", fa->batch, "conversations per guard call")->capture_default_str();
   features->add_option("--limit", fa->limit, "score only the first N examples (0 = all)");
-  features->add_option("--dtype", fa->dtype, "fp32 | bf16")->capture_default_str();
-  features->add_option("--device", fa->device, "cpu | cuda[:i]")->capture_default_str();
   features->callback([fa, &global]() { run_features(*fa, global); });
 
   auto ta = std::make_shared<TrainArgs>();
