@@ -1,7 +1,9 @@
 // SafeRoute router cost: training on cached features (10,000 x 2048 by default, random, a few epochs; per-epoch time
 // and the extrapolation to the paper's 1000 epochs), and routing one batch of 32 (posterior mean) — the number to
 // compare with a small-guard forward of the same batch.
-//   bench_router [--n 10000] [--dim 2048] [--epochs 3] [--threads 0] [--hidden 512]
+//   bench_router [--n 10000] [--dim 2048] [--epochs 3] [--threads 0] [--hidden 512] [--small NAME_OR_DIR]
+// With --small (a models-file name or a model directory), the same run also times that guard scoring 32 XSTest
+// prompts with features, and routing's share of it (routing needs the guard's feature width as --dim).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -11,15 +13,22 @@
 
 #include "models/runtime.h"
 #include "route/router.h"
+#include "eval/datasets.h"
+#include "guard/registry.h"
 
 using namespace guardkit::route;
 
 int main(int argc, char** argv) {
   int64_t n = 10000, dim = 2048, epochs = 3, hidden = 512;
   int threads = 0;
+  std::string small_guard;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i];
     const long long value = std::atoll(argv[i + 1]);
+    if (key == "--small") {
+      small_guard = argv[i + 1];
+      continue;
+    }
     if (key == "--n") n = value;
     else if (key == "--dim") dim = value;
     else if (key == "--epochs") epochs = value;
@@ -75,5 +84,28 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 50; ++i) router.scores(batch);
   std::printf("route: %.3f ms per batch of 32 (8 MC samples)\n",
               1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() / 50);
+  router.set_mc_samples(0);
+  if (!small_guard.empty()) {
+    auto guard = guardkit::guard::ModelRegistry::load_default().guard(small_guard);
+    if (guard->feature_dim() != dim) {
+      std::fprintf(stderr, "--small gives %lld-d features; rerun with --dim %lld\n", (long long)guard->feature_dim(),
+                   (long long)guard->feature_dim());
+      return 2;
+    }
+    std::vector<guardkit::guard::Conversation> batch32;
+    for (const auto& e : guardkit::eval::load_dataset("xstest_prompts")) {
+      if (batch32.size() == 32) break;
+      batch32.push_back(guardkit::guard::Conversation::from_pair(e.prompt, e.response));
+    }
+    guardkit::guard::ScoreOptions with_features;
+    with_features.want_features = true;
+    guard->score(batch32, with_features);  // warm up
+    constexpr int kGuardReps = 5;
+    const auto g0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kGuardReps; ++i) guard->score(batch32, with_features);
+    const double guard_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - g0).count() / kGuardReps;
+    std::printf("small guard %s: %.3f ms per batch of 32 XSTest prompts (with features); routing adds %.3f%%\n",
+                small_guard.c_str(), 1e3 * guard_s, 100.0 * per_batch / guard_s);
+  }
   return 0;
 }
