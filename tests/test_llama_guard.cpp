@@ -64,16 +64,13 @@ std::unique_ptr<LlamaGuard> make_guard(LlamaGuardVariant variant, bool prefix_ca
 
 TEST(LlamaGuardPrompt, RendersTheTemplatesByteForByte) {
   for (const auto& c : guard_cases()["cases"]) {
-    auto segments = render_llama_guard3(conversation_of(c), variant_of(c));
-    EXPECT_EQ(join_segments(segments), c["rendered"].get<std::string>()) << c["id"];
-    // Same cut into special and text pieces as the fixture (adjacent text pieces merged).
+    auto prompt = make_guard(variant_of(c))->render(conversation_of(c));
+    EXPECT_EQ(prompt.text(), c["rendered"].get<std::string>()) << c["id"];
+    // Same cut into special tokens and plain-text runs as the fixture.
     std::vector<std::pair<bool, std::string>> expected, got;
     for (const auto& s : c["segments"])
       expected.emplace_back(s.contains("special"), s.contains("special") ? s["special"] : s["text"]);
-    for (const auto& s : segments) {
-      if (!got.empty() && !got.back().first && !s.special) got.back().second += s.text;
-      else got.emplace_back(s.special, s.text);
-    }
+    for (const auto& piece : prompt.token_pieces()) got.emplace_back(piece.special, piece.text);
     EXPECT_EQ(got, expected) << c["id"];
   }
 }
@@ -94,19 +91,23 @@ TEST(LlamaGuardPrompt, IdsKeepUserContentPlainText) {
 }
 
 TEST(LlamaGuardPrompt, RejectsMalformedConversations) {
+  auto guard = make_guard(LlamaGuardVariant::Guard3_8B);
   Conversation empty;
-  EXPECT_THROW(render_llama_guard3(empty, LlamaGuardVariant::Guard3_1B), Error);
+  EXPECT_THROW(guard->prompt_ids(empty), Error);
   Conversation two_users{{{"user", "a"}, {"user", "b"}}};
-  EXPECT_THROW(render_llama_guard3(two_users, LlamaGuardVariant::Guard3_8B), Error);
+  EXPECT_THROW(guard->prompt_ids(two_users), Error);
   Conversation starts_with_assistant{{{"assistant", "a"}}};
-  EXPECT_THROW(render_llama_guard3(starts_with_assistant, LlamaGuardVariant::Guard3_8B), Error);
+  EXPECT_THROW(guard->prompt_ids(starts_with_assistant), Error);
   Conversation system{{{"system", "a"}}};
-  EXPECT_THROW(render_llama_guard3(system, LlamaGuardVariant::Guard3_8B), Error);
+  EXPECT_THROW(guard->score({system}), Error);
 }
 
 TEST(LlamaGuardPrompt, CustomCategories) {
   std::vector<GuardCategory> custom = {{"S1", "Weapons.\nHelping make weapons."}, {"S2", "Spam."}};
-  auto rendered = join_segments(render_llama_guard3(Conversation::from_prompt("hi"), LlamaGuardVariant::Guard3_1B, custom));
+  LlamaGuardOptions custom_options;
+  custom_options.variant = LlamaGuardVariant::Guard3_1B;
+  custom_options.categories = custom;
+  auto rendered = LlamaGuard(shared_model(), shared_tokenizer(), custom_options).render(Conversation::from_prompt("hi")).text();
   EXPECT_NE(rendered.find("<BEGIN UNSAFE CONTENT CATEGORIES>\nS1: Weapons.\nHelping make weapons.\nS2: Spam.\n"
                           "<END UNSAFE CONTENT CATEGORIES>"),
             std::string::npos);

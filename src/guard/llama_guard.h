@@ -1,5 +1,5 @@
 // LlamaGuard: Llama Guard 3 (1B: S1-S13, 8B: S1-S14) as a Guard. The prompt is the model's chat template rendered
-// byte for byte, with message content tokenized in plain-text mode (no special-token injection); "\n\n" is appended
+// byte for byte (text/guard_prompt.h), with message content tokenized in plain-text mode (no special-token injection); "\n\n" is appended
 // and the safe/unsafe logits are read at the last position:
 //   p_unsafe_2way       = softmax([logit_safe, logit_unsafe])[1]          (SafeRoute)
 //   p_unsafe_full_vocab = softmax(all logits)[unsafe]                      (HarmAug's teacher)
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "guard/guard.h"
+#include "text/prompt.h"
 
 namespace guardkit::text {
 class Tokenizer;
@@ -34,21 +35,8 @@ struct GuardCategory {
 
 enum class LlamaGuardVariant { Auto, Guard3_1B, Guard3_8B };
 
-// Piece of a rendered Llama Guard prompt: template control tokens are `special`; everything else (template text and
-// message content) is plain text, never parsed for special tokens.
-struct PromptSegment {
-  std::string text;
-  bool special = false;
-};
-
-// Default categories of a variant (1B: S1..S13, 8B: S1..S14).
+// Default categories of a variant (1B: S1..S13, 8B: S1..S14), from text/guard_prompt.h.
 std::vector<GuardCategory> llama_guard3_categories(LlamaGuardVariant variant);
-
-// The Llama Guard 3 chat template of `variant` rendered for `conversation` (roles must alternate user/assistant,
-// starting with user); categories empty = the variant's defaults.
-std::vector<PromptSegment> render_llama_guard3(const Conversation& conversation, LlamaGuardVariant variant,
-                                               const std::vector<GuardCategory>& categories = {});
-std::string join_segments(const std::vector<PromptSegment>& segments);
 
 enum class LlamaGuardScore { TwoWay, FullVocab };
 
@@ -88,7 +76,10 @@ class LlamaGuard : public Guard {
   std::vector<GuardResult> score(const std::vector<Conversation>& batch, const ScoreOptions& options = {}) override;
 
   // Lower level, for tests, benches and distillation (HarmAug's teacher needs the full-vocabulary probability).
-  std::vector<int32_t> prompt_ids(const Conversation& conversation) const;  // without the appended "\n\n"
+  // The prompt as the model's chat template renders it (text/guard_prompt.h: message content kept as untrusted
+  // text segments), and its ids with that content encoded in plain-text mode, without the appended "\n\n".
+  text::RenderedPrompt render(const Conversation& conversation) const;
+  std::vector<int32_t> prompt_ids(const Conversation& conversation) const;
   std::vector<LlamaGuardScores> score_detailed(const std::vector<Conversation>& batch, bool full_vocab,
                                                bool use_prefix_cache);
   // Greedy category line after "unsafe" for one conversation: {"S1", "S10"}.
