@@ -9,6 +9,7 @@
 #include <cmath>
 #include <thread>
 
+#include "guard/registry.h"
 #include "guard/remote_guard.h"
 #include "test_util.h"
 
@@ -228,4 +229,29 @@ TEST(RemoteGuard, TextModeSendsTheRenderedPrompt) {
   EXPECT_EQ(seen_prompt, c["rendered"].get<std::string>() + "\n\n");
   EXPECT_NEAR(result.p_unsafe, std::exp(-4.6) / (std::exp(-4.6) + std::exp(-0.01)), 1e-12);
   EXPECT_FALSE(result.unsafe);
+}
+
+TEST(RemoteGuard, BuiltFromTheModelsFile) {
+  int port = 0;
+  {
+    LoopbackServer closed;
+    port = closed.port();
+  }
+  const json entry = {{"name", "lg8b"},
+                      {"kind", "remote"},
+                      {"url", "http://127.0.0.1:" + std::to_string(port)},
+                      {"options", {{"when_down", "fail_open"}, {"max_retries", 0}, {"timeout_s", 0.5}}}};
+  const auto spec = guard::model_spec_from_json(entry, test::temp_dir("remote_spec"), "models.json: model 1");
+  auto remote = guard::make_guard(spec);
+  EXPECT_EQ(remote->name(), "lg8b");
+  const auto result = remote->score({guard::Conversation::from_prompt("hi")})[0];
+  EXPECT_EQ(result.decided_by, "lg8b:fail_open");
+  EXPECT_FALSE(result.unsafe);
+
+  json bad = entry;
+  bad["options"]["when_down"] = "sometimes";
+  EXPECT_THROW(guard::make_guard(guard::model_spec_from_json(bad, test::temp_dir("remote_spec"), "m")), Error);
+  bad = entry;
+  bad["options"]["no_such_option"] = 1;
+  EXPECT_THROW(guard::make_guard(guard::model_spec_from_json(bad, test::temp_dir("remote_spec"), "m")), Error);
 }

@@ -5,6 +5,7 @@
 
 #include "guard/classifier_guard.h"
 #include "guard/llama_guard.h"
+#include "guard/remote_guard.h"
 #include "models/runtime.h"
 #include "util/error.h"
 #include "util/paths.h"
@@ -278,15 +279,49 @@ std::unique_ptr<Guard> make_llama_guard(const ModelSpec& spec) {
   return LlamaGuard::load(spec.path, options, spec.dtype, spec.device);
 }
 
+// options: model (the server's model name; default: the entry's name), variant ("8b"/"1b"), top_logprobs,
+// when_down ("fail_closed"/"fail_open"/"throw"), tokenizer (a model directory: send token ids), timeout_s,
+// max_retries, max_concurrency, api_key_env (the environment variable holding the bearer key).
+std::unique_ptr<Guard> make_remote_guard(const ModelSpec& spec) {
+  OptionReader read(spec);
+  RemoteGuardOptions options;
+  options.name = spec.name;
+  options.threshold = spec.threshold;
+  options.client.base_url = spec.url;
+  auto string_option = [&](const char* key, const std::string& fallback) {
+    if (!read.has(key)) return fallback;
+    const json& v = read.raw(key);
+    if (!v.is_string()) fail("model '{}': option '{}' must be a string", spec.name, key);
+    return v.get<std::string>();
+  };
+  options.model = string_option("model", spec.name);
+  options.prompt.variant = text::parse_llama_guard_variant(read.choice("variant", "8b", {"8b", "1b"}));
+  options.top_logprobs = static_cast<int>(read.integer("top_logprobs", options.top_logprobs, 1));
+  options.when_down = parse_when_server_down(read.choice("when_down", "fail_closed", {"fail_closed", "fail_open", "throw"}));
+  options.tokenizer_dir = string_option("tokenizer", "");
+  if (read.has("timeout_s")) {
+    const json& v = read.raw("timeout_s");
+    if (!v.is_number() || v.get<double>() <= 0) fail("model '{}': option 'timeout_s' must be a positive number", spec.name);
+    options.client.timeout_s = v.get<double>();
+  }
+  options.client.max_retries = static_cast<int>(read.integer("max_retries", options.client.max_retries, 0));
+  options.client.max_concurrency = static_cast<int>(read.integer("max_concurrency", options.client.max_concurrency, 1));
+  if (std::string env = string_option("api_key_env", ""); !env.empty()) {
+    const char* key = std::getenv(env.c_str());
+    if (!key) fail("model '{}': environment variable {} (api_key_env) is not set", spec.name, env);
+    options.client.api_key = key;
+  }
+  read.check_all_used();
+  return std::make_unique<RemoteGuard>(options);
+}
+
 }  // namespace
 
 std::unique_ptr<Guard> make_guard(const ModelSpec& spec) {
   switch (spec.kind) {
     case GuardKind::kClassifier: return make_classifier_guard(spec);
     case GuardKind::kLlamaGuard: return make_llama_guard(spec);
-    case GuardKind::kRemote:
-      fail("model '{}': kind 'remote' is not available in this build yet (guard/remote_guard.h has not landed)",
-           spec.name);
+    case GuardKind::kRemote: return make_remote_guard(spec);
   }
   fail("model '{}': unknown kind", spec.name);
 }
