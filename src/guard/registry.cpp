@@ -1,5 +1,8 @@
 #include "guard/registry.h"
 
+#include "route/routed_guard.h"
+#include "route/router.h"
+
 #include <cstdlib>
 #include <set>
 
@@ -20,6 +23,7 @@ const char* guard_kind_name(GuardKind kind) {
     case GuardKind::kClassifier: return "classifier";
     case GuardKind::kLlamaGuard: return "llama_guard";
     case GuardKind::kRemote: return "remote";
+    case GuardKind::kRouted: return "routed";
   }
   return "?";
 }
@@ -30,6 +34,7 @@ GuardKind parse_kind(const std::string& text, const std::string& where) {
   if (text == "classifier") return GuardKind::kClassifier;
   if (text == "llama_guard") return GuardKind::kLlamaGuard;
   if (text == "remote") return GuardKind::kRemote;
+  if (text == "routed") return GuardKind::kRouted;
   fail("{}: unknown kind '{}' (classifier, llama_guard or remote)", where, text);
 }
 
@@ -172,11 +177,39 @@ ModelSpec ModelRegistry::resolve(const std::string& name_or_path) const {
 }
 
 std::shared_ptr<Guard> ModelRegistry::guard(const std::string& name_or_path) {
+  {
+    std::lock_guard<std::mutex> lock(loaded_->mutex);
+    if (auto it = loaded_->guards.find(name_or_path); it != loaded_->guards.end()) return it->second;
+  }
+  const ModelSpec spec = resolve(name_or_path);
+  std::shared_ptr<Guard> guard;
+  if (spec.kind == GuardKind::kRouted) {
+    // SafeRoute over two other entries of this file: they are loaded (once) through the registry itself.
+    auto name_option = [&](const char* key) {
+      if (!spec.options.contains(key) || !spec.options[key].is_string())
+        fail("model '{}': kind routed needs option '{}' naming another model", spec.name, key);
+      return spec.options[key].get<std::string>();
+    };
+    for (const auto& [key, value] : spec.options.items())
+      if (key != "small" && key != "large" && key != "epsilon")
+        fail("model '{}': unknown option '{}' for kind routed (small, large, epsilon)", spec.name, key);
+    const std::string small_name = name_option("small"), large_name = name_option("large");
+    if (small_name == spec.name || large_name == spec.name) fail("model '{}': a routed model cannot route to itself", spec.name);
+    auto small = this->guard(small_name);
+    auto large = this->guard(large_name);
+    auto router = std::make_shared<route::SafeRouteRouter>(route::SafeRouteRouter::load(spec.path));
+    double epsilon = router->default_threshold();
+    if (spec.options.contains("epsilon")) {
+      if (!spec.options["epsilon"].is_number()) fail("model '{}': option 'epsilon' must be a number", spec.name);
+      epsilon = spec.options["epsilon"].get<double>();
+    }
+    guard = std::make_shared<route::RoutedGuard>(small, large, router, epsilon, spec.name);
+  } else {
+    guard = make_guard(spec);
+  }
   std::lock_guard<std::mutex> lock(loaded_->mutex);
-  if (auto it = loaded_->guards.find(name_or_path); it != loaded_->guards.end()) return it->second;
-  std::shared_ptr<Guard> guard = make_guard(resolve(name_or_path));
-  loaded_->guards[name_or_path] = guard;
-  return guard;
+  auto [it, inserted] = loaded_->guards.emplace(name_or_path, guard);
+  return it->second;  // a concurrent loader may have won: everyone shares its guard
 }
 
 namespace {
@@ -322,6 +355,8 @@ std::unique_ptr<Guard> make_guard(const ModelSpec& spec) {
     case GuardKind::kClassifier: return make_classifier_guard(spec);
     case GuardKind::kLlamaGuard: return make_llama_guard(spec);
     case GuardKind::kRemote: return make_remote_guard(spec);
+    case GuardKind::kRouted:
+      fail("model '{}': a routed model is built by a ModelRegistry (it names other models of the file)", spec.name);
   }
   fail("model '{}': unknown kind", spec.name);
 }

@@ -22,8 +22,10 @@
 
 namespace guardkit::guard {
 
-enum class GuardKind { kClassifier, kLlamaGuard, kRemote };
-const char* guard_kind_name(GuardKind kind);  // "classifier", "llama_guard", "remote"
+// kRouted: SafeRoute between two other models of the file; `path` is the router directory (guardkit route train),
+// options {"small": name, "large": name, "epsilon": ε (default: the router's saved threshold)}.
+enum class GuardKind { kClassifier, kLlamaGuard, kRemote, kRouted };
+const char* guard_kind_name(GuardKind kind);  // "classifier", "llama_guard", "remote", "routed"
 
 struct ModelSpec {
   std::string name;

@@ -1,0 +1,41 @@
+// `guardkit bootstrap`: trains the default model set from the public labelled data, so a new user sees guardkit do
+// its main job right after setup with no download: a SentencePiece vocabulary (Debian's spm_train, run as a separate
+// process), a large DeBERTa guard trained on the labels, a small guard distilled from it the HarmAug way (soft labels,
+// 0.5·(CE + KL)), and the SafeRoute router between them; then a models.json the CLI and the server load.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace guardkit::train {
+
+struct BootstrapOptions {
+  std::filesystem::path data_dir;   // empty = shared/data
+  std::filesystem::path out_dir = "models/default";
+  // Trained on (commercial-use licences only) — disjoint from the evaluation sets.
+  std::vector<std::string> train_sets = {"advbench_behaviors", "strongreject",      "gptfuzz_questions",
+                                         "xstest_prompts",     "gptfuzz_responses", "jailbreakbench",
+                                         "dices_990",          "xstest_completions_harm"};
+  // Held out: never trained on (ToxicChat and BeaverTails are non-commercial: evaluation only).
+  std::vector<std::string> eval_sets = {"openai_moderation", "toxicchat", "harmbench_classifier_val",
+                                        "beavertails_evaluation", "simplesafetytests"};
+  int64_t vocab_size = 8000;
+  int64_t large_hidden = 256, large_layers = 4, large_heads = 4;
+  int64_t small_hidden = 128, small_layers = 2, small_heads = 2;
+  int64_t max_length = 128;
+  int large_epochs = 3, small_epochs = 3;
+  int64_t batch_size = 32;
+  double router_split = 0.3;   // share of the training rows kept apart to train the router
+  double router_share = 0.2;   // ε calibrated so SafeRoute sends this share of the router split to the large guard
+  int64_t router_epochs = 300;
+  size_t max_train_examples = 0;  // 0 = all (tests use a cap)
+  size_t max_eval_examples = 400; // per evaluation set, for the summary table
+  uint64_t seed = 42;
+  bool progress = true;
+};
+
+// Runs every step not already done in out_dir (each step's output is checked first, so a killed run resumes).
+void bootstrap(const BootstrapOptions& options);
+
+}  // namespace guardkit::train
