@@ -9,28 +9,8 @@
 #include "test_util.h"
 
 namespace {
-std::pair<int, std::string> run(const std::string& args, const std::string& input) {
-  auto dir = guardkit::test::temp_dir("cli_forward");
-  std::ofstream(dir / "in.jsonl") << input;
-  const std::string cmd = std::string(GUARDKIT_BUILD_DIR) + "/guardkit forward " + args + " --input " +
-                          (dir / "in.jsonl").string() + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WEXITSTATUS(status), out};
-}
-
-std::vector<nlohmann::json> lines(const std::string& out) {
-  std::vector<nlohmann::json> result;
-  std::istringstream in(out);
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) result.push_back(nlohmann::json::parse(line));
-  return result;
-}
+using guardkit::test::parse_jsonl;
+using guardkit::test::run_guardkit;
 }  // namespace
 
 TEST(CliForward, DebertaTextAndIdsMatchTheReference) {
@@ -44,9 +24,9 @@ TEST(CliForward, DebertaTextAndIdsMatchTheReference) {
     input += nlohmann::json{{"input_ids", c["input_ids"]}}.dump() + "\n";
   }
   ASSERT_FALSE(picked.empty());
-  auto [code, out] = run("--model " + guardkit::test::fixture("deberta").string(), input);
+  auto [code, out] = run_guardkit("forward --model " + guardkit::test::fixture("deberta").string(), input);
   ASSERT_EQ(code, 0) << out;
-  auto rows = lines(out);
+  auto rows = parse_jsonl(out);
   ASSERT_EQ(rows.size(), 2 * picked.size());
   for (size_t i = 0; i < picked.size(); ++i) {
     for (size_t k : {2 * i, 2 * i + 1}) {
@@ -66,10 +46,10 @@ TEST(CliForward, LlamaChosenIdsMatchTheWatchedLogits) {
   for (auto& [id, value] : c["logits_watch"].items()) ids.push_back(id);
   std::string id_list;
   for (const auto& id : ids) id_list += (id_list.empty() ? "" : ",") + id;
-  auto [code, out] = run("--model " + guardkit::test::fixture("llama").string() + " --ids " + id_list,
+  auto [code, out] = run_guardkit("forward --model " + guardkit::test::fixture("llama").string() + " --ids " + id_list,
                          nlohmann::json{{"input_ids", c["input_ids"]}}.dump() + "\n");
   ASSERT_EQ(code, 0) << out;
-  auto row = lines(out).at(0);
+  auto row = parse_jsonl(out).at(0);
   for (size_t i = 0; i < ids.size(); ++i)
     EXPECT_NEAR(row["logits"][i].get<double>(), c["logits_watch"][ids[i]].get<double>(), 1e-4) << ids[i];
   EXPECT_NEAR(row["logsumexp"].get<double>(), c["logsumexp"].get<double>(), 1e-4);
@@ -77,13 +57,13 @@ TEST(CliForward, LlamaChosenIdsMatchTheWatchedLogits) {
 
 TEST(CliForward, BadInputsAreClearErrors) {
   const std::string model = "--model " + guardkit::test::fixture("deberta").string();
-  auto [c1, o1] = run(model, "{\"input_ids\": [1, 99999, 2]}\n");
+  auto [c1, o1] = run_guardkit("forward " + model, "{\"input_ids\": [1, 99999, 2]}\n");
   EXPECT_EQ(c1, 1);
   EXPECT_NE(o1.find("outside the vocabulary"), std::string::npos) << o1;
-  auto [c2, o2] = run(model, "{\"prompt\": \"x\"}\n");
+  auto [c2, o2] = run_guardkit("forward " + model, "{\"prompt\": \"x\"}\n");
   EXPECT_EQ(c2, 1);
   EXPECT_NE(o2.find("expected \"text\""), std::string::npos) << o2;
-  auto [c3, o3] = run("--model /nonexistent", "");
+  auto [c3, o3] = run_guardkit("forward --model /nonexistent", "");
   EXPECT_EQ(c3, 1);
   EXPECT_NE(o3.find("no config.json"), std::string::npos) << o3;
 }

@@ -9,38 +9,8 @@
 #include "test_util.h"
 
 namespace {
-
-struct RunResult {
-  int exit_code;
-  std::string output;
-};
-
-RunResult run(const std::string& args, const std::string& stdin_text) {
-  auto dir = guardkit::test::temp_dir("cli_generate");
-  std::ofstream(dir / "in.jsonl") << stdin_text;
-  const std::string cmd =
-      std::string(GUARDKIT_BUILD_DIR) + "/guardkit " + args + " < " + (dir / "in.jsonl").string() + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WEXITSTATUS(status), out};
-}
-
-std::vector<nlohmann::json> lines(const std::string& out) {
-  std::vector<nlohmann::json> result;
-  size_t pos = 0;
-  while (pos < out.size()) {
-    size_t nl = out.find('\n', pos);
-    if (nl == std::string::npos) nl = out.size();
-    if (nl > pos) result.push_back(nlohmann::json::parse(out.substr(pos, nl - pos)));
-    pos = nl + 1;
-  }
-  return result;
-}
-
+using guardkit::test::parse_jsonl;
+using guardkit::test::run_guardkit;
 }  // namespace
 
 TEST(CliGenerate, GreedyIdsEqualTheGoldens) {
@@ -49,9 +19,9 @@ TEST(CliGenerate, GreedyIdsEqualTheGoldens) {
   // The first prompt as text (BOS added by the tokenizer), the second as ids; a batch of two.
   std::string input = nlohmann::json{{"text", "The capital of France is"}}.dump() + "\n" +
                       nlohmann::json{{"input_ids", generation[1]["prompt_ids"]}}.dump() + "\n";
-  auto result = run("generate --model " + dir + " --max-new-tokens 12", input);
+  auto result = run_guardkit("generate --model " + dir + " --max-new-tokens 12", input);
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  auto out = lines(result.output);
+  auto out = parse_jsonl(result.output);
   ASSERT_EQ(out.size(), 2u) << result.output;
   EXPECT_EQ(out[0]["prompt_tokens"], generation[0]["prompt_ids"].size());
   EXPECT_EQ(out[0]["new_ids"], generation[0]["new_ids"]);
@@ -62,10 +32,10 @@ TEST(CliGenerate, GreedyIdsEqualTheGoldens) {
 
 TEST(CliGenerate, BadInputIsAOneLineError) {
   const std::string dir = guardkit::test::fixture("llama").string();
-  auto result = run("generate --model " + dir, "{\"input_ids\": [1, 999999]}\n");
+  auto result = run_guardkit("generate --model " + dir, "{\"input_ids\": [1, 999999]}\n");
   EXPECT_NE(result.exit_code, 0);
   EXPECT_NE(result.output.find("999999"), std::string::npos) << result.output;
-  result = run("generate --model " + dir, "{\"prompt\": \"x\"}\n");
+  result = run_guardkit("generate --model " + dir, "{\"prompt\": \"x\"}\n");
   EXPECT_NE(result.exit_code, 0);
   EXPECT_NE(result.output.find("input_ids"), std::string::npos) << result.output;
 }

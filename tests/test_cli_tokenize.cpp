@@ -9,35 +9,8 @@
 #include "test_util.h"
 
 namespace {
-struct RunResult {
-  int exit_code;
-  std::string output;
-};
-
-RunResult run(const std::string& args, const std::string& stdin_text) {
-  auto dir = guardkit::test::temp_dir("cli_tokenize");
-  std::ofstream(dir / "in.jsonl") << stdin_text;
-  const std::string cmd = std::string(GUARDKIT_BUILD_DIR) + "/guardkit " + args + " < " + (dir / "in.jsonl").string() + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WEXITSTATUS(status), out};
-}
-
-std::vector<nlohmann::json> lines(const std::string& out) {
-  std::vector<nlohmann::json> result;
-  size_t pos = 0;
-  while (pos < out.size()) {
-    size_t nl = out.find('\n', pos);
-    if (nl == std::string::npos) nl = out.size();
-    if (nl > pos) result.push_back(nlohmann::json::parse(out.substr(pos, nl - pos)));
-    pos = nl + 1;
-  }
-  return result;
-}
+using guardkit::test::parse_jsonl;
+using guardkit::test::run_guardkit;
 }  // namespace
 
 TEST(CliTokenize, Llama3IdsEqualTheReferenceInBothModes) {
@@ -49,12 +22,12 @@ TEST(CliTokenize, Llama3IdsEqualTheReferenceInBothModes) {
     input += nlohmann::json{{"text", cases[i]["text"]}}.dump() + "\n";
   }
   const std::string dir = guardkit::test::fixture("llama").string();
-  auto special = run("tokenize --tokenizer " + dir + " --no-special-tokens", input);
+  auto special = run_guardkit("tokenize --tokenizer " + dir + " --no-special-tokens", input);
   ASSERT_EQ(special.exit_code, 0) << special.output;
-  auto plain = run("tokenize --tokenizer " + dir + " --no-special-tokens --plain-specials", input);
+  auto plain = run_guardkit("tokenize --tokenizer " + dir + " --no-special-tokens --plain-specials", input);
   ASSERT_EQ(plain.exit_code, 0) << plain.output;
-  auto with_bos = run("tokenize --tokenizer " + dir, input);
-  auto s = lines(special.output), p = lines(plain.output), b = lines(with_bos.output);
+  auto with_bos = run_guardkit("tokenize --tokenizer " + dir, input);
+  auto s = parse_jsonl(special.output), p = parse_jsonl(plain.output), b = parse_jsonl(with_bos.output);
   ASSERT_EQ(s.size(), picked.size());
   ASSERT_EQ(p.size(), picked.size());
   ASSERT_EQ(b.size(), picked.size());
@@ -66,10 +39,10 @@ TEST(CliTokenize, Llama3IdsEqualTheReferenceInBothModes) {
 }
 
 TEST(CliTokenize, DebertaPairsGetTypeIds) {
-  auto result = run("tokenize --tokenizer " + guardkit::test::fixture("deberta").string() + " --pair",
+  auto result = run_guardkit("tokenize --tokenizer " + guardkit::test::fixture("deberta").string() + " --pair",
                     "{\"text\":\"How do I bake bread?\",\"text_pair\":\"Mix flour and water.\"}\n");
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  auto out = lines(result.output).at(0);
+  auto out = parse_jsonl(result.output).at(0);
   auto ids = out["ids"].get<std::vector<int>>();
   auto types = out["type_ids"].get<std::vector<int>>();
   ASSERT_EQ(ids.size(), types.size());
@@ -82,16 +55,16 @@ TEST(CliTokenize, DebertaPairsGetTypeIds) {
 
 TEST(CliTokenize, BadInputIsAClearErrorNamingTheLine) {
   const std::string dir = guardkit::test::fixture("deberta").string();
-  auto bad_json = run("tokenize --tokenizer " + dir, "{\"text\":\"ok\"}\nnot json\n");
+  auto bad_json = run_guardkit("tokenize --tokenizer " + dir, "{\"text\":\"ok\"}\nnot json\n");
   EXPECT_EQ(bad_json.exit_code, 1);
   EXPECT_NE(bad_json.output.find("<stdin>:2: not valid JSON"), std::string::npos) << bad_json.output;
-  auto bad_utf8 = run("tokenize --tokenizer " + dir, "{\"text\":\"\xff\"}\n");
+  auto bad_utf8 = run_guardkit("tokenize --tokenizer " + dir, "{\"text\":\"\xff\"}\n");
   EXPECT_EQ(bad_utf8.exit_code, 1);
   EXPECT_NE(bad_utf8.output.find("UTF-8"), std::string::npos) << bad_utf8.output;
-  auto no_text = run("tokenize --tokenizer " + dir, "{\"prompt\":\"x\"}\n");
+  auto no_text = run_guardkit("tokenize --tokenizer " + dir, "{\"prompt\":\"x\"}\n");
   EXPECT_EQ(no_text.exit_code, 1);
   EXPECT_NE(no_text.output.find("missing \"text\""), std::string::npos) << no_text.output;
-  auto no_dir = run("tokenize --tokenizer /nonexistent/dir", "");
+  auto no_dir = run_guardkit("tokenize --tokenizer /nonexistent/dir", "");
   EXPECT_EQ(no_dir.exit_code, 1);
   EXPECT_NE(no_dir.output.find("/nonexistent/dir"), std::string::npos) << no_dir.output;
 }

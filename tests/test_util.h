@@ -3,7 +3,13 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <array>
+#include <cstdio>
+#include <sstream>
 #include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
 
 #include "util/paths.h"
 
@@ -24,6 +30,38 @@ inline std::filesystem::path temp_dir(const std::string& name) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
+}
+
+#ifdef GUARDKIT_BUILD_DIR
+struct CliResult {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs the real `guardkit` binary of this build with `args`, `stdin_text` on its standard input.
+inline CliResult run_guardkit(const std::string& args, const std::string& stdin_text) {
+  auto dir = temp_dir("cli");
+  std::ofstream(dir / "stdin.txt") << stdin_text;
+  const std::string cmd =
+      std::string(GUARDKIT_BUILD_DIR) + "/guardkit " + args + " < " + (dir / "stdin.txt").string() + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+  const int status = pclose(pipe);
+  return {WEXITSTATUS(status), out};
+}
+#endif
+
+// The JSON objects of a JSONL text (blank lines skipped).
+inline std::vector<nlohmann::json> parse_jsonl(const std::string& text) {
+  std::vector<nlohmann::json> result;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) result.push_back(nlohmann::json::parse(line));
+  return result;
 }
 
 }  // namespace guardkit::test
