@@ -58,7 +58,7 @@ TEST(LocalLlamaBackend, GreedyEqualsGenerateOnTheRenderedIds) {
   // The user's "<|eot_id|>" is text, not the control token; the prefix continues the assistant turn.
   std::vector<int64_t> ids = backend.prompt_ids(batch[1]);
   const int64_t eot = backend.tokenizer().encode("<|eot_id|>", /*parse_special=*/true).at(0);
-  EXPECT_EQ(std::count(ids.begin(), ids.end(), eot), 1) << "only the system turn's <|eot_id|> is special";
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), eot), 2) << "only the template closes turns (system, user)";
   std::vector<int32_t> tail(ids.end() - 4, ids.end());
   EXPECT_NE(backend.tokenizer().decode(tail).find("here is"), std::string::npos);
 
