@@ -1,4 +1,5 @@
 #include "text/deberta_tokenizer.h"
+#include "text/unicode.h"
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
@@ -146,24 +147,6 @@ char32_t lower_codepoint(char32_t c) {
   return c;
 }
 
-void append_utf8(std::string& out, char32_t c) {
-  if (c < 0x80) {
-    out.push_back(static_cast<char>(c));
-  } else if (c < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (c >> 6)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else if (c < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (c >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (c >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  }
-}
-
 }  // namespace
 
 std::string unicode_lower(std::string_view text) {
@@ -174,7 +157,7 @@ std::string unicode_lower(std::string_view text) {
     char32_t c = 0;
     if (decode_utf8_char(text, &length, &c)) {
       if (c == 0x130) out.append("i\xCC\x87");  // İ -> i + combining dot, as Python does
-      else append_utf8(out, lower_codepoint(c));
+      else unicode::append_utf8(out, lower_codepoint(c));
     } else {
       out.append(text.substr(0, length));  // malformed bytes stay for SentencePiece to replace
     }

@@ -2,29 +2,12 @@
 // (letters of several scripts, digits and other numbers, each kind of whitespace, apostrophes and contraction
 // letters, punctuation, emoji, combining marks) and fragments that exercise special-token matching.
 #pragma once
+#include "text/unicode.h"
 #include <random>
 #include <string>
 #include <vector>
 
 namespace guardkit::test {
-
-inline void append_code_point(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xc0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xe0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  } else {
-    out.push_back(static_cast<char>(0xf0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  }
-}
 
 inline std::string random_text(std::mt19937& rng, size_t max_chars) {
   static const std::vector<char32_t> pool = {
@@ -41,7 +24,7 @@ inline std::string random_text(std::mt19937& rng, size_t max_chars) {
   const size_t n = std::uniform_int_distribution<size_t>(0, max_chars)(rng);
   for (size_t k = 0; k < n; ++k) {
     if (rng() % 10 == 0) out += fragments[rng() % fragments.size()];
-    else append_code_point(out, pool[rng() % pool.size()]);
+    else guardkit::text::unicode::append_utf8(out, pool[rng() % pool.size()]);
   }
   return out;
 }

@@ -1,6 +1,7 @@
 // Helpers for the Unigram tests: Debian's SentencePiece commands (spm_encode, spm_decode, spm_train) run as separate
 // processes — never linked — as the reference, and a seeded generator of varied test strings.
 #pragma once
+#include "text/unicode.h"
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -105,24 +106,6 @@ inline std::vector<std::string> spm_decode_ids(const std::filesystem::path& mode
                                  "' --input_format=id --input='" + input.string() + "' 2>/dev/null"));
 }
 
-inline void append_utf8(std::string& out, char32_t c) {
-  if (c < 0x80) {
-    out.push_back(static_cast<char>(c));
-  } else if (c < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (c >> 6)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else if (c < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (c >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (c >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  }
-}
-
 // Seeded, varied single-line strings: English words, punctuation, digits, accented letters (precomposed and with
 // combining marks), full-width and compatibility forms NFKC rewrites, CJK/Hangul/Cyrillic/Greek/Arabic/Devanagari/
 // Thai, emoji with ZWJ, skin tones and variation selectors, control characters, runs of ASCII and Unicode
@@ -164,16 +147,16 @@ inline std::vector<std::string> varied_strings(size_t count, uint32_t seed, bool
       switch (pick(8)) {
         case 0:
         case 1: s += words[pick(words.size())]; break;
-        case 2: append_utf8(s, singles[pick(singles.size())]); break;
+        case 2: guardkit::text::unicode::append_utf8(s, singles[pick(singles.size())]); break;
         case 3:
-          append_utf8(s, U'a' + static_cast<char32_t>(pick(26)));
-          for (size_t k = 1 + pick(3); k > 0; --k) append_utf8(s, combining[pick(combining.size())]);
+          guardkit::text::unicode::append_utf8(s, U'a' + static_cast<char32_t>(pick(26)));
+          for (size_t k = 1 + pick(3); k > 0; --k) guardkit::text::unicode::append_utf8(s, combining[pick(combining.size())]);
           break;
         case 4:
-          for (size_t k = 1 + pick(5); k > 0; --k) append_utf8(s, spaces[pick(spaces.size())]);
+          for (size_t k = 1 + pick(5); k > 0; --k) guardkit::text::unicode::append_utf8(s, spaces[pick(spaces.size())]);
           break;
         case 5:
-          for (size_t k = 1 + pick(6); k > 0; --k) append_utf8(s, singles[pick(singles.size())]);
+          for (size_t k = 1 + pick(6); k > 0; --k) guardkit::text::unicode::append_utf8(s, singles[pick(singles.size())]);
           break;
         case 6: s += std::to_string(rng() % 100000); break;
         default:
