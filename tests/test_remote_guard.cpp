@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include "loopback_server.h"
+
 #include <atomic>
 #include <cmath>
 #include <thread>
@@ -18,25 +20,7 @@ using nlohmann::json;
 
 namespace {
 
-class LoopbackServer {
- public:
-  LoopbackServer() {
-    port_ = server.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server.listen_after_bind(); });
-    while (!server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ~LoopbackServer() {
-    server.stop();
-    thread_.join();
-  }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  int port() const { return port_; }
-  httplib::Server server;
-
- private:
-  int port_ = 0;
-  std::thread thread_;
-};
+using guardkit::test::LoopbackServer;
 
 const json& guard_cases() {
   static const json cases = test::load_json(test::fixture("llama/guard_cases.json"));

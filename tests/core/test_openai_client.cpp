@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include "loopback_server.h"
+
 #include <atomic>
 #include <set>
 #include <thread>
@@ -15,26 +17,7 @@ using nlohmann::json;
 
 namespace {
 
-// An httplib server on an ephemeral loopback port, serving on its own thread until destroyed.
-class LoopbackServer {
- public:
-  LoopbackServer() {
-    port_ = server.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server.listen_after_bind(); });
-    while (!server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ~LoopbackServer() {
-    server.stop();
-    thread_.join();
-  }
-  std::string url(const std::string& prefix = "") const { return "http://127.0.0.1:" + std::to_string(port_) + prefix; }
-  int port() const { return port_; }
-  httplib::Server server;
-
- private:
-  int port_ = 0;
-  std::thread thread_;
-};
+using guardkit::test::LoopbackServer;
 
 io::OpenAIClientOptions fast_options(const std::string& url) {
   io::OpenAIClientOptions options;
