@@ -2,12 +2,15 @@
 // batching off (max batch 1) and on, at 1, 4 and 16 concurrent keep-alive clients, on the small guard. Every request
 // sent must come back 200 (a lost or failed request is counted and reported).
 //
-//   bench_serve [--model xsmall|fixture|DIR] [--seconds S] [--clients 1,4,16] [--max-batch N] [--max-wait-us U]
-//               [--rounds R]   (off and on alternate R times per client count; the best round of each is reported,
-//                               lost/failed requests are summed over all rounds)
+//   bench_serve [--model xsmall|small-default|fixture|DIR] [--seconds S] [--clients 1,4,16] [--max-batch N]
+//               [--max-wait-us U] [--rounds R] [--threads T] [--max-length L]
+//   (off and on alternate R times per client count; the best round of each is reported, lost/failed requests are
+//    summed over all rounds; --threads: libtorch threads, default all cores; --max-length: the guard's token cap)
 //
 // xsmall (default): a DeBERTa-v3-xsmall-shaped classifier (hidden 384, 12 layers, 6 heads, FFN 1536) with random
-// weights and the fixture's tokenizer, written to a temp folder; fixture: the tiny fixture DeBERTa; DIR: a model folder.
+// weights and the fixture's tokenizer, written to a temp folder; small-default: the shape of `guardkit bootstrap`'s
+// small guard (hidden 128, 2 layers, 2 heads, FFN 512, 64 position buckets, max_length 64) — the small guard users
+// get; fixture: the tiny fixture DeBERTa; DIR: a model folder (e.g. models/default/small after bootstrap).
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -61,21 +64,29 @@ const std::vector<std::string> kPrompts = {
     "How much paracetamol would be a lethal dose for an adult? Asking so I can end things tonight.",
 };
 
-// A DeBERTa-v3-xsmall-shaped classifier with random weights: the fixture's tensor names and tokenizer, every
-// hidden dim 32 -> 384 and FFN dim 64 -> 1536, layers 2 -> 12.
-fs::path write_xsmall_model() {
+// A DeBERTa-v2/v3 classifier of a given shape with random weights, built from the fixture's tensor names and
+// tokenizer (every hidden dim 32 -> hidden, FFN dim 64 -> ffn, relative-position rows -> 2 x buckets, layers 2 ->
+// layers), written to a temp folder.
+struct Shape {
+  int64_t hidden, ffn, layers, heads, position_buckets;
+};
+const Shape kXsmall{384, 1536, 12, 6, 256};      // DeBERTa-v3-xsmall
+const Shape kSmallDefault{128, 512, 2, 2, 64};   // guardkit bootstrap's small guard (src/train/bootstrap.h)
+
+fs::path write_model(const Shape& shape, const std::string& tag) {
   const fs::path fixture = shared_dir() / "fixtures" / "deberta";
-  const fs::path dir = fs::temp_directory_path() / ("guardkit_bench_serve_xsmall_" + std::to_string(::getpid()));
+  const fs::path dir = fs::temp_directory_path() / ("guardkit_bench_serve_" + tag + "_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   for (const char* file : {"spm.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"})
     fs::copy_file(fixture / file, dir / file, fs::copy_options::overwrite_existing);
   json config = json::parse(std::ifstream(fixture / "config.json"));
-  const int64_t hidden = 384, ffn = 1536, layers = 12;
+  const int64_t hidden = shape.hidden, ffn = shape.ffn, layers = shape.layers;
   config["hidden_size"] = hidden;
   config["intermediate_size"] = ffn;
-  config["num_attention_heads"] = 6;
+  config["num_attention_heads"] = shape.heads;
   config["num_hidden_layers"] = layers;
   config["pooler_hidden_size"] = hidden;
+  config["position_buckets"] = shape.position_buckets;
   std::ofstream(dir / "config.json") << config.dump(2);
 
   io::Checkpoint checkpoint = io::Checkpoint::open(fixture / "model.safetensors");
@@ -84,14 +95,15 @@ fs::path write_xsmall_model() {
   const std::regex layer0(R"(\.layer\.0\.)");
   for (const auto& name : checkpoint.names()) {
     if (name.find(".layer.1.") != std::string::npos) continue;
-    std::vector<int64_t> shape;
-    for (int64_t d : checkpoint.get(name).shape) shape.push_back(d == 32 ? hidden : d == 64 ? ffn : d);
+    std::vector<int64_t> shape_of;
+    for (int64_t d : checkpoint.get(name).shape) shape_of.push_back(d == 32 ? hidden : d == 64 ? ffn : d);
+    if (name.find("rel_embeddings") != std::string::npos) shape_of[0] = 2 * shape.position_buckets;
     bool is_norm = name.find("LayerNorm") != std::string::npos;
     bool is_bias = name.ends_with(".bias");
     auto make = [&] {
-      if (is_norm && !is_bias) return at::ones(shape);
-      if (is_bias) return at::zeros(shape);
-      return at::randn(shape) * 0.02;
+      if (is_norm && !is_bias) return at::ones(shape_of);
+      if (is_bias) return at::zeros(shape_of);
+      return at::randn(shape_of) * 0.02;
     };
     if (name.find(".layer.0.") != std::string::npos) {
       for (int64_t l = 0; l < layers; ++l)
@@ -188,7 +200,8 @@ int main(int argc, char** argv) {
   std::string model = "xsmall";
   double seconds = 4.0;
   std::vector<int> client_counts = {1, 4, 16};
-  int max_batch = 16, max_wait_us = 2000, rounds = 2;
+  int max_batch = 16, max_wait_us = 2000, rounds = 2, threads = 0;
+  int64_t max_length = -1;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -203,6 +216,8 @@ int main(int argc, char** argv) {
     else if (a == "--max-batch") max_batch = std::stoi(next());
     else if (a == "--max-wait-us") max_wait_us = std::stoi(next());
     else if (a == "--rounds") rounds = std::max(1, std::stoi(next()));
+    else if (a == "--threads") threads = std::stoi(next());
+    else if (a == "--max-length") max_length = std::stoll(next());
     else if (a == "--clients") {
       client_counts.clear();
       std::stringstream list(next());
@@ -215,11 +230,16 @@ int main(int argc, char** argv) {
   serve::ensure_passive_omp_wait();  // as `guardkit serve` does: no OpenMP spinning against the HTTP threads
   models::init_runtime();
   spdlog::set_level(spdlog::level::warn);
-  fs::path dir = model == "xsmall"    ? write_xsmall_model()
-                 : model == "fixture" ? shared_dir() / "fixtures" / "deberta"
-                                      : fs::path(model);
+  const bool generated = model == "xsmall" || model == "small-default";
+  fs::path dir = model == "xsmall"          ? write_model(kXsmall, "xsmall")
+                 : model == "small-default" ? write_model(kSmallDefault, "small_default")
+                 : model == "fixture"       ? shared_dir() / "fixtures" / "deberta"
+                                            : fs::path(model);
+  if (threads > 0) at::set_num_threads(threads);
   guard::ClassifierGuardOptions options;
   options.name = "small";
+  // bootstrap's models.json serves its guards with max_length 64.
+  options.max_length = max_length >= 0 ? static_cast<size_t>(max_length) : model == "small-default" ? 64 : 512;
   options.batch_size = static_cast<size_t>(std::max(16, max_batch));
   std::shared_ptr<guard::Guard> guard(guard::ClassifierGuard::load(dir, options));
 
@@ -235,8 +255,20 @@ int main(int argc, char** argv) {
     for (const auto& p : kPrompts) items.push_back(guard::Conversation::from_prompt(p));
     guard->score(items);  // warm-up
     // Interleaved repetitions, best of each: other load on the machine only ever makes a repetition slower.
-    double one_ms = 1e30, batched_ms = 1e30;
+    // Also: the same 16 in two length buckets of 8 (shortest half, longest half), to see what padding costs.
+    std::vector<guard::Conversation> by_length = items;
+    std::sort(by_length.begin(), by_length.end(), [](const auto& a, const auto& b) {
+      return a.messages.back().content.size() < b.messages.back().content.size();
+    });
+    const std::vector<guard::Conversation> short_half(by_length.begin(), by_length.begin() + by_length.size() / 2);
+    const std::vector<guard::Conversation> long_half(by_length.begin() + by_length.size() / 2, by_length.end());
+    double one_ms = 1e30, batched_ms = 1e30, bucketed_ms = 1e30;
     for (int rep = 0; rep < 5; ++rep) {
+      const auto t2 = Clock::now();
+      guard->score(short_half);
+      guard->score(long_half);
+      bucketed_ms = std::min(bucketed_ms,
+                             std::chrono::duration<double, std::milli>(Clock::now() - t2).count() / items.size());
       const auto t0 = Clock::now();
       for (const auto& item : items) guard->score({item});
       one_ms = std::min(one_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count() / items.size());
@@ -245,8 +277,10 @@ int main(int argc, char** argv) {
       batched_ms = std::min(batched_ms,
                             std::chrono::duration<double, std::milli>(Clock::now() - t1).count() / items.size());
     }
-    std::cout << fmt::format("guard alone: {:.2f} ms per item at batch 1, {:.2f} ms per item at batch {} ({:.2f}x)\n\n",
-                             one_ms, batched_ms, items.size(), one_ms / batched_ms);
+    std::cout << fmt::format("guard alone: {:.2f} ms per item at batch 1, {:.2f} ms per item at batch {} ({:.2f}x), "
+                             "{:.2f} ms per item in two length buckets of {} ({:.2f}x)\n\n",
+                             one_ms, batched_ms, items.size(), one_ms / batched_ms, bucketed_ms, items.size() / 2,
+                             one_ms / bucketed_ms);
   }
   std::cout << "| batching | clients | requests ok | lost/failed | req/s | req per CPU-s | p50 ms | p99 ms | mean batch |\n"
             << "|---|---|---|---|---|---|---|---|---|\n";
@@ -279,6 +313,6 @@ int main(int argc, char** argv) {
   std::cout << "\nthroughput with batching / without:";
   for (auto [clients, s] : speedups) std::cout << fmt::format("  {} clients {:.2f}x", clients, s);
   std::cout << "\n" << (all_ok ? "no request lost" : "SOME REQUESTS FAILED") << "\n";
-  if (model == "xsmall") fs::remove_all(dir);
+  if (generated) fs::remove_all(dir);
   return all_ok ? 0 : 1;
 }

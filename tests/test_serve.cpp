@@ -352,7 +352,7 @@ TEST_F(ServeTest, CompletionsFromALocalLlamaWithLogprobs) {
   greedy.max_new_tokens = 4;
   auto direct = models::generate(*model, {std::vector<int64_t>(encoding.ids.begin(), encoding.ids.end())}, greedy);
   const auto& ids = direct.new_ids[0];
-  EXPECT_EQ(choice["text"], tokenizer->decode(std::vector<int32_t>(ids.begin(), ids.end())));
+  EXPECT_EQ(choice["text"], tokenizer->decode(std::vector<int32_t>(ids.begin(), ids.end()), /*skip_special_tokens=*/true));
   EXPECT_EQ(choice["finish_reason"], direct.finish_reasons[0]);
   EXPECT_EQ(body["usage"]["completion_tokens"], ids.size());
   EXPECT_EQ(body["usage"]["prompt_tokens"], encoding.ids.size());

@@ -111,7 +111,10 @@ void Batcher::score_batch(std::vector<Item>& batch) {
                         std::chrono::duration<double>(now - item->enqueued).count());
   }
   try {
+    std::unique_lock<std::mutex> shared_parts;
+    if (options_.score_mutex) shared_parts = std::unique_lock<std::mutex>(*options_.score_mutex);
     std::vector<guard::GuardResult> results = guard_.score(conversations, options);
+    if (shared_parts.owns_lock()) shared_parts.unlock();
     if (results.size() != live.size())
       fail("guard {} returned {} results for {} conversations", guard_.name(), results.size(), live.size());
     for (size_t i = 0; i < live.size(); ++i) live[i]->promise.set_value(std::move(results[i]));

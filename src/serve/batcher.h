@@ -9,6 +9,7 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -46,6 +47,9 @@ struct BatcherOptions {
   // worker stops waiting for the batch to fill: nothing more is coming, so waiting would only add latency.
   // Empty: always wait up to max_wait.
   std::function<size_t()> arriving;
+  // When set, the guard is called holding this mutex: batchers whose guards share parts (a routed guard served next
+  // to its own small or large guard) then never run those parts from two threads at once.
+  std::shared_ptr<std::mutex> score_mutex;
 };
 
 class Batcher {

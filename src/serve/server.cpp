@@ -15,11 +15,14 @@
 
 #include "models/generation.h"
 #include "models/llama.h"
+#include "route/routed_guard.h"
 #include "route/router.h"
 #include "route/threshold.h"
 #include "serve/batcher.h"
 #include "serve/categories.h"
+#include "serve/generator_api.h"
 #include "serve/metrics.h"
+#include "serve/upstream_stream.h"
 #include "text/tokenizer.h"
 #include "util/jsonl.h"
 
@@ -123,8 +126,14 @@ struct GuardServer::Impl {
     }
 
     describe_metrics();
-    // One batcher per distinct guard object: a guard is scored by one thread at a time.
-    std::map<guard::Guard*, size_t> first_for_guard;
+    for (size_t i = 0; i < guards.size(); ++i)
+      for (size_t j = 0; j < i; ++j)
+        if (guards[i].guard == guards[j].guard) fail("guard server: one guard object is served under two names");
+    // One batcher per distinct guard object: a guard is scored by one thread at a time. A routed guard (models-file
+    // kind "routed") calls guards that may also be served by name: then every batcher takes one shared lock.
+    std::shared_ptr<std::mutex> shared_parts;
+    for (const auto& g : guards)
+      if (dynamic_cast<route::RoutedGuard*>(g.guard.get()) && guards.size() > 1) shared_parts = std::make_shared<std::mutex>();
     batchers.resize(guards.size());
     for (size_t i = 0; i < guards.size(); ++i) {
       BatcherOptions options;
@@ -132,10 +141,9 @@ struct GuardServer::Impl {
       options.max_wait = config.max_wait;
       options.queue_capacity = config.queue_capacity;
       options.name = guards[i].name;
+      options.score_mutex = shared_parts;
       if (config.adaptive_wait)
         options.arriving = [this] { return static_cast<size_t>(std::max<int64_t>(0, arriving.load())); };
-      if (first_for_guard.count(guards[i].guard.get())) fail("guard server: one guard object is served under two names");
-      first_for_guard[guards[i].guard.get()] = i;
       batchers[i] = std::make_unique<Batcher>(*guards[i].guard, options, &metrics);
       Batcher* batcher = batchers[i].get();
       metrics.gauge_callback("guardkit_queue_depth", {{"model", guards[i].name}},
@@ -162,6 +170,9 @@ struct GuardServer::Impl {
     metrics.describe_counter("guardkit_flagged_total", "Conversations judged unsafe, by model.");
     metrics.describe_counter("guardkit_rejected_total", "Requests refused before scoring, by reason.");
     metrics.describe_counter("guardkit_upstream_errors_total", "Errors from upstream servers, by upstream and kind.");
+    metrics.describe_counter("guardkit_guard_failures_total",
+                             "Guarded-proxy checks that got no verdict (guard error or timeout), by the policy applied.");
+    metrics.describe_counter("guardkit_stream_blocked_total", "Streamed answers cut by an output check.");
     metrics.describe_histogram("guardkit_router_score", "SafeRoute router scores.",
                                {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1});
   }
@@ -370,9 +381,12 @@ struct GuardServer::Impl {
                              {"categories", categories},
                              {"category_scores", scores},
                              {"category_applied_input_types", applied},
-                             // guardkit extensions: the guard's own view.
+                             // guardkit extensions: the guard's own view, and who decided (a routed model names
+                             // its small or large guard; a remote guard that failed says fail_closed/fail_open).
                              {"unsafe_score", r.p_unsafe},
-                             {"llama_guard_categories", r.categories}});
+                             {"llama_guard_categories", r.categories},
+                             {"decided_by", r.decided_by.empty() ? guards[model].name : r.decided_by},
+                             {"router_score", r.router_score ? json(*r.router_score) : json(nullptr)}});
     }
     write_json(res, 200,
                {{"id", fmt::format("modr-{}", next_request_id.fetch_add(1))},
@@ -400,6 +414,9 @@ struct GuardServer::Impl {
                 {"tokens", r.tokens},
                 {"latency_ms", latency_ms}};
     if (r.router_score) out["router_score"] = *r.router_score;
+    // A routed model served by name (models-file kind "routed") decided inside: report the guard it picked.
+    if (dynamic_cast<route::RoutedGuard*>(guards[model].guard.get()) && !r.decided_by.empty())
+      out["decided_by"] = r.decided_by;
     return out;
   }
 
@@ -515,13 +532,16 @@ struct GuardServer::Impl {
     write_json(res, 200, guard_response(model, r, policy, start));
   }
 
-  // OpenAI legacy completions: {"prompt": str, "max_tokens"?, "temperature"? (0 = greedy), "top_p"?, "seed"?,
-  // "logprobs"? (0..20 top alternatives per token), "model"?}. Logprobs come from one teacher-forced forward over
-  // prompt + completion (log-softmax of the raw logits at each generated position).
-  void completions(const httplib::Request& req, httplib::Response& res, RequestRecord& record) {
-    json body = parse_json_object(req.body);
-    if (!config.generator)
-      throw ApiError(404, "invalid_request_error", "model_not_found", "this server has no completion model");
+  GeneratorLimits generator_limits() const {
+    GeneratorLimits limits;
+    limits.max_tokens = config.max_completion_tokens;
+    limits.max_top_logprobs = config.max_top_logprobs;
+    limits.max_choices = config.max_choices;
+    return limits;
+  }
+
+  // The request's "model" must name the generator when given.
+  void check_generator_model(const json& body, RequestRecord& record) {
     if (auto model = body.find("model"); model != body.end() && !model->is_null()) {
       if (!model->is_string()) bad_request("invalid_type", "'model' must be a string");
       if (*model != config.generator_name)
@@ -530,102 +550,52 @@ struct GuardServer::Impl {
                                    model->get<std::string>(), config.generator_name));
     }
     record.model = config.generator_name;
-    auto prompt_it = body.find("prompt");
-    if (prompt_it == body.end() || prompt_it->is_null()) bad_request("missing_input", "'prompt' is required");
-    json prompt_value = *prompt_it;
-    if (prompt_value.is_array()) {
-      if (prompt_value.size() != 1 || !prompt_value[0].is_string())
-        bad_request("invalid_type", "'prompt' must be a string (or a list of exactly one string)");
-      prompt_value = prompt_value[0];
-    }
-    if (!prompt_value.is_string()) bad_request("invalid_type", "'prompt' must be a string");
-    std::string prompt = prompt_value.get<std::string>();
-    if (prompt.empty()) bad_request("empty_input", "'prompt' is empty");
-    auto integer = [&](const char* field, int64_t fallback, int64_t low, int64_t high) {
-      auto it = body.find(field);
-      if (it == body.end() || it->is_null()) return fallback;
-      if (!it->is_number_integer()) bad_request("invalid_type", fmt::format("'{}' must be an integer", field));
-      int64_t v = it->get<int64_t>();
-      if (v < low || v > high) bad_request("invalid_value", fmt::format("'{}' must be in [{}, {}], got {}", field, low, high, v));
-      return v;
-    };
-    auto number = [&](const char* field, double fallback, double low, double high) {
-      auto it = body.find(field);
-      if (it == body.end() || it->is_null()) return fallback;
-      if (!it->is_number()) bad_request("invalid_type", fmt::format("'{}' must be a number", field));
-      double v = it->get<double>();
-      if (!std::isfinite(v) || v < low || v > high)
-        bad_request("invalid_value", fmt::format("'{}' must be in [{}, {}], got {}", field, low, high, v));
-      return v;
-    };
-    models::GenerationOptions options;
-    options.max_new_tokens = integer("max_tokens", 16, 1, config.max_completion_tokens);
-    const double temperature = number("temperature", 1.0, 0.0, 2.0);
-    options.do_sample = temperature > 0.0;
-    if (options.do_sample) options.temperature = temperature;
-    options.top_p = number("top_p", 1.0, 1e-6, 1.0);
-    options.seed = static_cast<uint64_t>(integer("seed", 0, 0, std::numeric_limits<int64_t>::max()));
-    const int64_t top_logprobs = integer("logprobs", -1, 0, 20);  // -1: not asked
-    if (body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>())
-      bad_request("unsupported", "streaming completions are not supported");
-
-    const text::Tokenizer& tokenizer = *config.generator_tokenizer;
-    text::Encoding encoding = tokenizer.encode_for_model(prompt);
-    std::vector<int64_t> prompt_ids(encoding.ids.begin(), encoding.ids.end());
-    if (prompt_ids.empty()) bad_request("empty_input", "'prompt' encodes to no tokens");
-    if (auto pad = tokenizer.pad_id()) options.pad_id = *pad;
     record.inputs = 1;
+  }
 
-    std::lock_guard lock(generator_mutex);
-    models::GenerationResult generated = models::generate(*config.generator, {prompt_ids}, options);
-    const std::vector<int64_t>& new_ids = generated.new_ids.at(0);
-    std::vector<int32_t> new_ids32(new_ids.begin(), new_ids.end());
-    json choice = {{"text", tokenizer.decode(new_ids32)},
-                   {"index", 0},
-                   {"logprobs", nullptr},
-                   {"finish_reason", generated.finish_reasons.at(0)}};
-    if (top_logprobs >= 0 && !new_ids.empty()) {
-      std::vector<int64_t> all = prompt_ids;
-      all.insert(all.end(), new_ids.begin(), new_ids.end() - 1);  // position p predicts token p + 1
-      models::ForwardOptions forward_options;
-      forward_options.logits = models::LogitsMode::All;
-      at::NoGradGuard no_grad;
-      at::Tensor logits = config.generator->forward(all, nullptr, forward_options).logits;  // [1, T, V]
-      at::Tensor logprobs = at::log_softmax(logits[0].slice(0, static_cast<int64_t>(prompt_ids.size()) - 1), -1);
-      json tokens = json::array(), token_logprobs = json::array(), tops = json::array(), offsets = json::array();
-      size_t offset = prompt.size();
-      for (size_t k = 0; k < new_ids.size(); ++k) {
-        at::Tensor row = logprobs[static_cast<int64_t>(k)];
-        std::string token = tokenizer.decode({static_cast<int32_t>(new_ids[k])});
-        tokens.push_back(token);
-        token_logprobs.push_back(row[new_ids[k]].item<double>());
-        offsets.push_back(offset);
-        offset += token.size();
-        json top = json::object();
-        if (top_logprobs > 0) {
-          auto [values, indices] = row.topk(top_logprobs);
-          for (int64_t j = 0; j < top_logprobs; ++j)
-            top[tokenizer.decode({static_cast<int32_t>(indices[j].item<int64_t>())})] = values[j].item<double>();
-        }
-        tops.push_back(top);
-      }
-      choice["logprobs"] = {{"tokens", tokens},
-                            {"token_logprobs", token_logprobs},
-                            {"top_logprobs", tops},
-                            {"text_offset", offsets}};
+  // OpenAI legacy completions from the local generator (serve/generator_api.h has the fields).
+  void completions(const httplib::Request& req, httplib::Response& res, RequestRecord& record) {
+    json body = parse_json_object(req.body);
+    if (!config.generator)
+      throw ApiError(404, "invalid_request_error", "model_not_found", "this server has no completion model");
+    check_generator_model(body, record);
+    const text::Tokenizer& tokenizer = *config.generator_tokenizer;
+    std::vector<int64_t> prompt_ids = completion_prompt_ids(body, tokenizer, config.generator->config().vocab_size);
+    CompletionSettings settings = parse_completion_settings(body, /*chat=*/false, generator_limits());
+    const size_t prompt_chars = body["prompt"].is_string() ? body["prompt"].get<std::string>().size() : 0;
+    GeneratedCompletion completion;
+    {
+      std::lock_guard lock(generator_mutex);
+      completion = run_completion(*config.generator, tokenizer, prompt_ids, settings);
     }
-    const int64_t completion_tokens = static_cast<int64_t>(new_ids.size());
     write_json(res, 200,
-               {{"id", fmt::format("cmpl-{}", next_request_id.fetch_add(1))},
-                {"object", "text_completion"},
-                {"created", std::chrono::duration_cast<std::chrono::seconds>(
-                                std::chrono::system_clock::now().time_since_epoch()).count()},
-                {"model", config.generator_name},
-                {"choices", json::array({choice})},
-                {"usage",
-                 {{"prompt_tokens", prompt_ids.size()},
-                  {"completion_tokens", completion_tokens},
-                  {"total_tokens", static_cast<int64_t>(prompt_ids.size()) + completion_tokens}}}});
+               completion_response(completion, settings, tokenizer, config.generator_name,
+                                   fmt::format("cmpl-{}", next_request_id.fetch_add(1)), prompt_chars));
+  }
+
+  // OpenAI chat completions from the local generator (Llama 3 chat template).
+  void local_chat(const json& body, httplib::Response& res, RequestRecord& record) {
+    check_generator_model(body, record);
+    const text::Tokenizer& tokenizer = *config.generator_tokenizer;
+    std::vector<int64_t> prompt_ids = chat_prompt_ids(body, tokenizer);
+    CompletionSettings settings = parse_completion_settings(body, /*chat=*/true, generator_limits());
+    GeneratedCompletion completion;
+    {
+      std::lock_guard lock(generator_mutex);
+      completion = run_completion(*config.generator, tokenizer, prompt_ids, settings);
+    }
+    write_json(res, 200, chat_response(completion, settings, tokenizer, config.generator_name,
+                                       fmt::format("chatcmpl-{}", next_request_id.fetch_add(1))));
+  }
+
+  // /v1/chat/completions: the guarded proxy when an upstream is configured, else the local generator.
+  void chat_completions(const httplib::Request& req, httplib::Response& res, RequestRecord& record) {
+    if (!config.upstream_url.empty()) return chat_proxy(req, res, record);
+    json body = parse_json_object(req.body);
+    if (!config.generator)
+      throw ApiError(404, "invalid_request_error", "model_not_found",
+                     "this server serves no chat model (start it with --generator or --upstream)");
+    local_chat(body, res, record);
   }
 
   [[noreturn]] void upstream_failure(int status, const std::string& kind, const std::string& message) {
@@ -645,16 +615,62 @@ struct GuardServer::Impl {
             {"guardkit", {{"blocked", stage}, {"score", score}}}};
   }
 
-  // The guarded proxy (non-streaming): input check, BiasDefense injection, upstream call, output check.
+  // A guard verdict for the proxy, with the failure policy applied: when the check itself fails (the guard errs or
+  // the check times out), fail closed counts the text as unsafe and fail open lets it through unchecked. Overload
+  // (429) and shutdown (503) are not guard failures: they still answer the request.
+  struct Verdict {
+    bool unsafe = false;
+    double score = 0.0;
+    std::string error;  // set when no verdict could be made (the policy decided)
+  };
+  Verdict check_conversation(const guard::Conversation& conversation, Clock::time_point deadline) {
+    try {
+      guard::GuardResult r = score(small, {conversation}, {}, deadline).front();
+      count_decisions(small, {r});
+      return {r.unsafe, r.p_unsafe, ""};
+    } catch (const QueueFullError&) {
+      throw;
+    } catch (const ShuttingDownError&) {
+      throw;
+    } catch (const std::exception& e) {
+      const char* policy = config.fail_open ? "fail_open" : "fail_closed";
+      metrics.increment("guardkit_guard_failures_total", {{"policy", policy}});
+      spdlog::warn("guarded proxy: no verdict ({}); {}", e.what(), policy);
+      return {!config.fail_open, config.fail_open ? 0.0 : 1.0, e.what()};
+    }
+  }
+
+  json verdict_info(const std::string& stage, const Verdict& v) {
+    json info = {{"blocked", stage}, {"score", v.score}};
+    if (!v.error.empty()) info["guard_error"] = v.error;
+    return info;
+  }
+
+  static std::string sse(const json& payload) {
+    return "data: " + payload.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+  }
+
+  json stream_chunk(const std::string& id, int64_t created, const std::string& model, json delta, json finish_reason) {
+    return {{"id", id},
+            {"object", "chat.completion.chunk"},
+            {"created", created},
+            {"model", model},
+            {"choices", json::array({{{"index", 0}, {"delta", std::move(delta)}, {"finish_reason", finish_reason}}})}};
+  }
+
+  static int64_t unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  }
+
+  // The guarded proxy: input check, BiasDefense injection, upstream call, output check (streamed: in chunks, each
+  // checked before it is released).
   void chat_proxy(const httplib::Request& req, httplib::Response& res, RequestRecord& record) {
     Arrival arrival(arriving);
     auto deadline = Clock::now() + config.request_timeout;
-    if (config.upstream_url.empty())
-      throw ApiError(404, "invalid_request_error", "model_not_found",
-                     "this server proxies no chat model (start it with --upstream)");
     json body = parse_json_object(req.body);
-    if (body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>())
-      bad_request("unsupported", "streamed chat completions are not supported by the guarded proxy yet");
+    const bool stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
+    if (stream && body.contains("n") && body["n"].is_number_integer() && body["n"].get<int64_t>() != 1)
+      bad_request("unsupported", "streamed chat completions through the guarded proxy take n = 1");
     auto messages = body.find("messages");
     if (messages == body.end() || !messages->is_array() || messages->empty())
       bad_request("missing_input", "'messages' must be a non-empty list");
@@ -668,15 +684,31 @@ struct GuardServer::Impl {
     record.inputs = 1;
 
     arrival.queued();
-    guard::GuardResult input = score(small, {check.conversation}, {}, deadline).front();
-    count_decisions(small, {input});
+    const Verdict input = check_conversation(check.conversation, deadline);
     if (input.unsafe) {
       record.flagged = 1;
-      write_json(res, 200, blocked_completion(model_name, "input", input.p_unsafe));
+      if (!input.error.empty()) record.error_code = "guard_failure";
+      if (stream) {
+        // The refusal in the streamed shape: one content chunk, the content_filter finish, [DONE].
+        const std::string id = fmt::format("chatcmpl-{}", next_request_id.fetch_add(1));
+        const int64_t created = unix_now();
+        json last = stream_chunk(id, created, model_name, json::object(), "content_filter");
+        last["guardkit"] = verdict_info("input", input);
+        res.status = 200;
+        res.set_content(sse(stream_chunk(id, created, model_name,
+                                         {{"role", "assistant"}, {"content", config.refusal_text}}, nullptr)) +
+                            sse(last) + "data: [DONE]\n\n",
+                        "text/event-stream");
+        return;
+      }
+      json blocked = blocked_completion(model_name, "input", input.score);
+      blocked["guardkit"] = verdict_info("input", input);
+      write_json(res, 200, blocked);
       return;
     }
     if (!config.defense_text.empty())
       messages->insert(messages->begin(), json{{"role", "system"}, {"content", config.defense_text}});
+    if (stream) return stream_proxy(std::move(body), check.conversation, model_name, input, res);
 
     httplib::Client upstream(config.upstream_url);
     upstream.set_connection_timeout(2, 0);
@@ -707,23 +739,145 @@ struct GuardServer::Impl {
 
     // Output check: each returned message, judged as the response to the conversation.
     json output_scores = json::array();
+    json guard_errors = json::array();
     for (auto& choice : reply["choices"]) {
       if (!choice.contains("message") || !choice["message"].contains("content") ||
           !choice["message"]["content"].is_string())
         continue;
       guard::Conversation judged_reply = check.conversation;
       judged_reply.messages.push_back({"assistant", choice["message"]["content"].get<std::string>()});
-      guard::GuardResult output = score(small, {judged_reply}, {}, deadline).front();
-      count_decisions(small, {output});
-      output_scores.push_back(output.p_unsafe);
+      const Verdict output = check_conversation(judged_reply, Clock::now() + config.request_timeout);
+      output_scores.push_back(output.score);
+      if (!output.error.empty()) guard_errors.push_back(output.error);
       if (output.unsafe) {
         record.flagged = 1;
         choice["message"]["content"] = config.refusal_text;
         choice["finish_reason"] = "content_filter";
       }
     }
-    reply["guardkit"] = {{"input_score", input.p_unsafe}, {"output_scores", output_scores}};
+    reply["guardkit"] = {{"input_score", input.score}, {"output_scores", output_scores}};
+    if (!input.error.empty()) reply["guardkit"]["input_guard_error"] = input.error;
+    if (!guard_errors.empty()) reply["guardkit"]["output_guard_errors"] = guard_errors;
     write_json(res, 200, reply);
+  }
+
+  // Streamed proxy: the upstream's SSE is read on a background thread (serve/upstream_stream.h). Failures before the
+  // status line are plain JSON errors (502/504); after it, the client gets SSE in OpenAI's chunk shape, released only
+  // after each chunk of text passed the guard. The guard judges the whole answer so far at every check (unsafe text
+  // that spans two chunks is judged together).
+  void stream_proxy(json body, guard::Conversation conversation, std::string model_name, Verdict input,
+                    httplib::Response& res) {
+    body["stream"] = true;
+    auto upstream = std::make_shared<UpstreamStream>(config.upstream_url, config.upstream_api_key,
+                                                     "/v1/chat/completions", body, config.upstream_timeout);
+    UpstreamHead head = upstream->head();
+    if (head.status == 0)
+      upstream_failure(head.error_kind == "timeout" ? 504 : 502, head.error_kind.empty() ? "unavailable" : head.error_kind,
+                       head.message);
+    if (head.status >= 500)
+      upstream_failure(502, "status", fmt::format("the upstream answered HTTP {}", head.status));
+    if (head.status != 200) {
+      json reply = json::parse(head.body, nullptr, false);
+      if (reply.is_discarded() || !reply.is_object())
+        upstream_failure(502, "malformed", fmt::format("the upstream answered HTTP {} without a JSON body", head.status));
+      write_json(res, head.status, reply);  // the upstream's own 4xx: passed through
+      return;
+    }
+    res.status = 200;
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, upstream, conversation = std::move(conversation), model_name = std::move(model_name), input](
+            size_t, httplib::DataSink& sink) {
+          relay_stream(*upstream, conversation, model_name, input, sink);
+          upstream->cancel();
+          sink.done();
+          return true;
+        });
+  }
+
+  void relay_stream(UpstreamStream& upstream, const guard::Conversation& conversation, std::string model,
+                    const Verdict& input, httplib::DataSink& sink) {
+    std::string id = fmt::format("chatcmpl-{}", next_request_id.fetch_add(1));
+    int64_t created = unix_now();
+    std::string released, pending, finish;
+    size_t pending_deltas = 0;
+    int checks = 0;
+    bool role_sent = false, client_gone = false;
+    json usage;
+    auto write = [&](const std::string& text) {
+      if (!client_gone && !sink.write(text.data(), text.size())) client_gone = true;
+      return !client_gone;
+    };
+    auto check = [&] {
+      guard::Conversation judged = conversation;
+      judged.messages.push_back({"assistant", released + pending});
+      ++checks;
+      return check_conversation(judged, Clock::now() + config.request_timeout);
+    };
+    auto release = [&] {
+      if (pending.empty()) return !client_gone;
+      json delta = {{"content", pending}};
+      if (!role_sent) delta["role"] = "assistant", role_sent = true;
+      released += pending;
+      pending.clear();
+      pending_deltas = 0;
+      return write(sse(stream_chunk(id, created, model, std::move(delta), nullptr)));
+    };
+    auto block = [&](const Verdict& v) {
+      metrics.increment("guardkit_stream_blocked_total", {});
+      json last = stream_chunk(id, created, model, json::object(), "content_filter");
+      last["guardkit"] = verdict_info("output", v);
+      last["guardkit"]["released_chars"] = released.size();
+      write(sse(last) + "data: [DONE]\n\n");
+    };
+    for (;;) {
+      UpstreamEvent event = upstream.next();
+      if (event.kind == UpstreamEvent::Kind::kDelta) {
+        const json& chunk = event.chunk;
+        if (chunk.contains("id") && chunk["id"].is_string()) id = chunk["id"].get<std::string>();
+        if (chunk.contains("model") && chunk["model"].is_string()) model = chunk["model"].get<std::string>();
+        if (chunk.contains("created") && chunk["created"].is_number_integer()) created = chunk["created"].get<int64_t>();
+        if (chunk.contains("usage") && chunk["usage"].is_object()) usage = chunk["usage"];
+        if (!event.finish_reason.empty()) finish = event.finish_reason;
+        pending += event.content;
+        if (!event.content.empty()) ++pending_deltas;
+        const bool due = (config.stream_check_chars > 0 && pending.size() >= config.stream_check_chars) ||
+                         (config.stream_check_deltas > 0 && pending_deltas >= config.stream_check_deltas);
+        if (due) {
+          const Verdict v = check();
+          if (v.unsafe) return block(v);
+          if (!release()) return;  // the client went away
+        }
+        continue;
+      }
+      if (event.kind == UpstreamEvent::Kind::kDone) {
+        if (!pending.empty()) {  // the final check: the whole answer
+          const Verdict v = check();
+          if (v.unsafe) return block(v);
+        }
+        if (!release()) return;
+        json last = stream_chunk(id, created, model, json::object(), finish.empty() ? "stop" : finish);
+        if (!usage.is_null()) last["usage"] = usage;
+        last["guardkit"] = {{"input_score", input.score}, {"output_checks", checks}};
+        write(sse(last) + "data: [DONE]\n\n");
+        return;
+      }
+      // The upstream failed mid-stream.
+      if (event.error_kind == "cancelled") return;
+      metrics.increment("guardkit_upstream_errors_total", {{"upstream", "chat"}, {"kind", event.error_kind}});
+      if (config.fail_open && !pending.empty()) {
+        // Fail open: what did arrive is still checked, then released.
+        const Verdict v = check();
+        if (v.unsafe) return block(v);
+        if (!release()) return;
+      }
+      json error = error_body(event.message, "upstream_error", "upstream_" + event.error_kind);
+      error["guardkit"] = {{"withheld_chars", pending.size()}, {"released_chars", released.size()}};
+      write(sse(error) + "data: [DONE]\n\n");
+      return;
+    }
   }
 
   void models(const httplib::Request&, httplib::Response& res, RequestRecord&) {
@@ -771,7 +925,7 @@ struct GuardServer::Impl {
     http.Post("/v1/completions",
               route("/v1/completions", true, [this](auto& q, auto& s, auto& r) { completions(q, s, r); }));
     http.Post("/v1/chat/completions",
-              route("/v1/chat/completions", true, [this](auto& q, auto& s, auto& r) { chat_proxy(q, s, r); }));
+              route("/v1/chat/completions", true, [this](auto& q, auto& s, auto& r) { chat_completions(q, s, r); }));
     http.Get("/v1/models", route("/v1/models", true, [this](auto& q, auto& s, auto& r) { models(q, s, r); }));
     http.Get("/healthz", route("/healthz", false, [this](auto&, auto& s, auto&) {
                write_json(s, 200, {{"status", "ok"}});

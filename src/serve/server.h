@@ -71,22 +71,40 @@ struct ServerConfig {
   size_t budget_window = 1024;
   size_t budget_min_scores = 32;  // fewer scores seen than this: a budget falls back to the default ε
 
-  // POST /v1/completions (OpenAI's legacy completions, with logprobs as RemoteGuard reads them) from a locally loaded
-  // Llama generator. Requests run one at a time (no batching). Absent: /v1/completions answers 404.
+  // POST /v1/completions (OpenAI's legacy completions, with logprobs as RemoteGuard reads them) and, unless an
+  // upstream is configured (the guarded proxy wins), POST /v1/chat/completions (chat template, chat-shaped logprobs)
+  // from a locally loaded Llama generator (serve/generator_api.h). Requests run one at a time; a request's n choices
+  // run as one batch. Absent: /v1/completions answers 404.
   std::shared_ptr<const models::LlamaModel> generator;
   std::shared_ptr<const text::Tokenizer> generator_tokenizer;
   std::string generator_name = "generator";
   int64_t max_completion_tokens = 256;
+  int64_t max_top_logprobs = 20;  // cap on logprobs/top_logprobs (RemoteGuard may ask for more with a higher cap)
+  int64_t max_choices = 8;        // cap on n
 
   // Guarded proxy: POST /v1/chat/completions forwarded to an upstream OpenAI-compatible server ("http://host:port").
   // The conversation is checked by the small guard first (blocked: answered in the OpenAI shape with
   // finish_reason "content_filter"), `defense_text` (BiasDefense) is injected as a leading system message, and each
   // returned message is checked before it is released. Upstream down: 502, stalled past upstream_timeout: 504.
+  // With an upstream, /v1/chat/completions is this proxy even when a generator is loaded (the proxy wins).
   std::string upstream_url;
   std::string upstream_api_key;
   std::chrono::milliseconds upstream_timeout{60000};
   std::string defense_text;
   std::string refusal_text = "I can't help with that.";
+  // Streaming ("stream": true) through the proxy: the upstream's SSE is read as it comes, and its text is checked
+  // every `stream_check_chars` characters and/or every `stream_check_deltas` content deltas (about one token each;
+  // 0 = that trigger off; both off: one check at the end), plus a final check of the whole answer, each check BEFORE
+  // the text is released. A check that finds it unsafe ends the stream with finish_reason "content_filter"; nothing
+  // after the last passed check is released.
+  size_t stream_check_chars = 256;
+  size_t stream_check_deltas = 0;
+  // When the proxy cannot get a verdict (the guard fails or a check times out; a RemoteGuard's own when_down policy
+  // acts first) and when the upstream fails mid-stream. false (fail closed): nothing unchecked is released — a
+  // request is answered as blocked, a stream ends withholding its unchecked tail. true (fail open): the unchecked
+  // text is released, and a stream's tail that arrived before the upstream failed is checked and released.
+  // Failures before the upstream answered are 502/504 either way (there is nothing to release).
+  bool fail_open = false;
 
   // Receives one JSON line per request (access log). Empty: no access log.
   std::function<void(const std::string& line)> access_log;

@@ -10,6 +10,7 @@
 #include <iostream>
 #include <mutex>
 #include <pthread.h>
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "guard/registry.h"
@@ -37,11 +38,15 @@ struct ServeOptions {
   std::string api_keys_file;
   std::string default_policy = "small";
   std::string generator;  // a Llama model folder for /v1/completions
-  std::string generator_dtype = "fp32";
+  std::string generator_dtype;  // empty: the models file entry's dtype (fp32 for a folder)
   int64_t max_completion_tokens = 256;
+  int64_t max_logprobs = 20;
   std::string upstream;         // guarded proxy target for /v1/chat/completions
   int64_t upstream_timeout_ms = 60000;
   std::string defense_file;     // BiasDefense text injected as a system message
+  size_t stream_check_chars = 256;
+  size_t stream_check_deltas = 0;
+  bool fail_open = false;
   std::string router;  // a SafeRoute router folder, or a baseline name (entropy, small_only, large_only, random)
   double route_threshold = -1;  // < 0: the router's default ε
   size_t budget_window = 1024;
@@ -65,6 +70,25 @@ std::vector<std::string> read_keys_file(const std::string& path) {
   }
   if (keys.empty()) fail("API keys file {} holds no key", path);
   return keys;
+}
+
+// The models file's optional top-level "generator": a configured model name or a Llama folder (relative to the file).
+std::string models_file_generator(const std::string& explicit_path) {
+  std::filesystem::path path = explicit_path;
+  if (path.empty()) {
+    if (const char* env = std::getenv("GUARDKIT_MODELS"); env && *env) path = env;
+    else if (std::filesystem::is_regular_file("models.json")) path = "models.json";
+    else return "";
+  }
+  nlohmann::json document = nlohmann::json::parse(read_file(path), nullptr, false);
+  if (!document.is_object() || !document.contains("generator")) return "";
+  const auto& generator = document["generator"];
+  if (!generator.is_string() || generator.get<std::string>().empty())
+    fail("{}: 'generator' must be a model name or a Llama model folder", path.string());
+  const std::string value = generator.get<std::string>();
+  const std::filesystem::path relative = path.parent_path() / value;
+  if (std::filesystem::path(value).is_relative() && std::filesystem::is_directory(relative)) return relative.string();
+  return value;
 }
 
 void run_serve(const ServeOptions& o) {
@@ -122,19 +146,30 @@ void run_serve(const ServeOptions& o) {
     if (o.route_threshold >= 0) config.route_threshold = o.route_threshold;
     config.budget_window = o.budget_window;
   }
-  if (!o.generator.empty()) {
-    std::filesystem::path dir(o.generator);
-    spdlog::info("loading generator {}", dir.string());
-    config.generator = models::LlamaModel::load(dir, models::parse_dtype(o.generator_dtype));
-    config.generator_tokenizer = text::load_tokenizer(dir);
-    config.generator_name = dir.filename().empty() ? dir.parent_path().filename().string() : dir.filename().string();
+  // The generator: --generator, else the models file's top-level "generator" (a name or a folder).
+  std::string generator = o.generator;
+  if (generator.empty()) generator = models_file_generator(o.config);
+  if (!generator.empty()) {
+    guard::ModelSpec spec = registry.resolve(generator);
+    if (spec.kind != guard::GuardKind::kLlamaGuard)
+      fail("serve: generator '{}' is a {} model; a generator must be a Llama checkpoint", generator,
+           guard::guard_kind_name(spec.kind));
+    const std::string dtype = o.generator_dtype.empty() ? spec.dtype : o.generator_dtype;
+    spdlog::info("loading generator {} ({}, {})", spec.name, spec.path.string(), dtype);
+    config.generator = models::LlamaModel::load(spec.path, models::parse_dtype(dtype), models::parse_device(spec.device));
+    config.generator_tokenizer = text::load_tokenizer(spec.path);
+    config.generator_name = spec.name;
     config.max_completion_tokens = o.max_completion_tokens;
+    config.max_top_logprobs = o.max_logprobs;
   }
   if (!o.upstream.empty()) {
     config.upstream_url = o.upstream;
     config.upstream_timeout = std::chrono::milliseconds(o.upstream_timeout_ms);
     if (const char* key = std::getenv("GUARDKIT_UPSTREAM_API_KEY"); key && *key) config.upstream_api_key = key;
     if (!o.defense_file.empty()) config.defense_text = read_file(o.defense_file);
+    config.stream_check_chars = o.stream_check_chars;
+    config.stream_check_deltas = o.stream_check_deltas;
+    config.fail_open = o.fail_open;
   }
   config.max_batch = o.max_batch;
   config.max_wait = std::chrono::microseconds(static_cast<int64_t>(o.max_wait_ms * 1000.0));
@@ -184,16 +219,28 @@ void add_serve_command(CLI::App& app, GlobalOptions&) {
   cmd->add_option("--api-key", options->api_keys, "Accepted bearer key (repeatable); also $GUARDKIT_API_KEYS=k1,k2");
   cmd->add_option("--api-keys-file", options->api_keys_file, "File with one accepted key a line");
   cmd->add_option("--default-policy", options->default_policy, "small, large or saferoute")->capture_default_str();
-  cmd->add_option("--generator", options->generator, "Llama model folder served at /v1/completions (with logprobs)");
-  cmd->add_option("--generator-dtype", options->generator_dtype, "fp32 or bf16")->capture_default_str();
+  cmd->add_option("--generator", options->generator,
+                  "Llama served at /v1/completions and (without --upstream) /v1/chat/completions: a model folder or "
+                  "a models-file name; default: the models file's top-level \"generator\"");
+  cmd->add_option("--generator-dtype", options->generator_dtype, "fp32 or bf16 (default: the models file's, else fp32)");
   cmd->add_option("--max-completion-tokens", options->max_completion_tokens, "Cap on a completion's max_tokens")
       ->capture_default_str();
+  cmd->add_option("--max-logprobs", options->max_logprobs, "Cap on logprobs/top_logprobs alternatives per token")
+      ->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   cmd->add_option("--upstream", options->upstream,
                   "Guarded proxy: forward /v1/chat/completions to this OpenAI-compatible server (http://host:port); "
                   "its key from $GUARDKIT_UPSTREAM_API_KEY");
   cmd->add_option("--upstream-timeout-ms", options->upstream_timeout_ms, "Upstream read timeout (504)")
       ->capture_default_str();
   cmd->add_option("--defense-file", options->defense_file, "BiasDefense text injected as a leading system message");
+  cmd->add_option("--stream-check-chars", options->stream_check_chars,
+                  "Streamed proxy answers: check (then release) every this many characters; 0: off")
+      ->capture_default_str();
+  cmd->add_option("--stream-check-deltas", options->stream_check_deltas,
+                  "Streamed proxy answers: also check every this many upstream deltas (~tokens); 0: off")
+      ->capture_default_str();
+  cmd->add_flag("--fail-open", options->fail_open,
+                "Proxy: release unchecked text when a check fails or the upstream fails mid-stream (default: fail closed)");
   cmd->add_option("--router", options->router,
                   "Enables policy saferoute: a router folder (guardkit route train) or entropy|small_only|large_only|random");
   cmd->add_option("--route-threshold", options->route_threshold, "ε when a request names none (default: the router's)");
