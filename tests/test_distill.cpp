@@ -85,6 +85,7 @@ TEST(Bootstrap, TinyRunServesSafeRouteThroughTheRegistry) {
   o.small_heads = 2;
   o.max_length = 32;
   o.large_epochs = o.small_epochs = 1;
+  o.mlm_steps = 0;  // the large guard from scratch here; test_bootstrap.cpp runs the MLM step
   o.router_epochs = 2;
   o.max_eval_examples = 10;
   o.eval_sets = {"simplesafetytests"};

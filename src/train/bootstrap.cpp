@@ -6,13 +6,16 @@
 #include <fmt/format.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
+#include <set>
 #include <spdlog/spdlog.h>
 
 #include "eval/datasets.h"
 #include "eval/metrics.h"
 #include "guard/classifier_guard.h"
 #include "models/deberta.h"
+#include "models/deberta_mlm.h"
 #include "route/features.h"
 #include "route/routed_guard.h"
 #include "route/router.h"
@@ -20,6 +23,7 @@
 #include "text/spm_model.h"
 #include "text/tokenizer.h"
 #include "train/distill.h"
+#include "train/mlm.h"
 #include "util/error.h"
 #include "util/paths.h"
 
@@ -117,7 +121,8 @@ json deberta_config_json(int64_t vocab, int64_t hidden, int64_t layers, int64_t 
 // Trains one DeBERTa guard from scratch into `final_dir` (resuming its run in `run_dir`).
 void train_guard(const std::string& what, const json& config_json, const text::Tokenizer& tokenizer,
                  const fs::path& tokenizer_dir, const std::vector<TrainExample>& train, const DistillOptions& options,
-                 const fs::path& run_dir, const fs::path& final_dir, uint64_t seed) {
+                 const fs::path& run_dir, const fs::path& final_dir, uint64_t seed,
+                 const fs::path& pretrained_dir = {}) {
   if (fs::exists(final_dir / "model.safetensors")) {
     spdlog::info("{}: already trained ({})", what, final_dir.string());
     return;
@@ -128,10 +133,92 @@ void train_guard(const std::string& what, const json& config_json, const text::T
   models::DebertaLoadOptions load;
   load.trainable = true;
   auto model = models::DebertaClassifier::random(config, seed, load);
+  if (!pretrained_dir.empty()) {
+    const int64_t copied = models::load_encoder_weights(model, pretrained_dir);
+    spdlog::info("{}: encoder ({} tensors) from the MLM-pretrained {}", what, copied, pretrained_dir.string());
+  }
   distill(model, tokenizer, tokenizer_dir, train, options, run_dir);
   fs::create_directories(final_dir);
   for (const auto& entry : fs::directory_iterator(run_dir / "final"))
     fs::copy_file(entry.path(), final_dir / entry.path().filename(), fs::copy_options::overwrite_existing);
+}
+
+// Every text the MLM step reads: the training rows (prompts and responses) and the extra unlabelled sets, without
+// duplicates and without any text that an evaluation set contains.
+std::vector<std::string> mlm_texts(const std::vector<eval::Example>& rows, const BootstrapOptions& opt,
+                                   const fs::path& data_dir) {
+  std::set<std::string> held_out;
+  for (const auto& name : opt.eval_sets)
+    for (const auto& e : eval::load_dataset(name, data_dir)) {
+      held_out.insert(e.prompt);
+      if (e.response) held_out.insert(*e.response);
+    }
+  std::vector<eval::Example> all = rows;
+  for (const auto& name : opt.mlm_extra_sets) {
+    const auto* info = eval::find_dataset(name);
+    if (info && info->evaluation_only) fail("bootstrap: {} is licensed for evaluation only; it cannot be trained on", name);
+    for (const auto& name_eval : opt.eval_sets)
+      if (name_eval == name) fail("bootstrap: {} is an evaluation set; it cannot be pretrained on", name);
+    auto part = eval::load_dataset(name, data_dir);
+    all.insert(all.end(), part.begin(), part.end());
+  }
+  std::set<std::string> seen;
+  std::vector<std::string> texts;
+  size_t dropped = 0;
+  auto add = [&](const std::string& t) {
+    if (t.empty() || !seen.insert(t).second) return;
+    if (held_out.count(t)) {
+      ++dropped;
+      return;
+    }
+    texts.push_back(t);
+  };
+  for (const auto& e : all) {
+    add(e.prompt);
+    if (e.response) add(*e.response);
+  }
+  if (dropped) spdlog::info("MLM text: left out {} texts that also occur in an evaluation set", dropped);
+  return texts;
+}
+
+// Masked-language-model pretraining of the large guard's encoder; returns the folder of the pretrained checkpoint, or
+// nothing when the run was stopped early (mlm_stop_after_steps).
+std::optional<fs::path> pretrain_large_encoder(const std::vector<eval::Example>& rows, const BootstrapOptions& opt,
+                                const fs::path& data_dir, const text::Tokenizer& tokenizer, const fs::path& tok_dir,
+                                const json& config_json, const fs::path& work, const fs::path& out) {
+  const fs::path pretrained = out / "pretrained";
+  if (fs::exists(pretrained / "model.safetensors")) {
+    spdlog::info("MLM pretraining: already done ({})", pretrained.string());
+    return pretrained;
+  }
+  const auto texts = mlm_texts(rows, opt, data_dir);
+  const auto sequences = pack_for_mlm(tokenizer, texts, opt.max_length);
+  size_t tokens = 0;
+  for (const auto& s : sequences) tokens += s.size();
+  const double epochs = static_cast<double>(opt.mlm_steps * opt.batch_size) / std::max<size_t>(1, sequences.size());
+  spdlog::info("MLM pretraining: {} texts, {} tokens in {} sequences of {}; {} steps of {} ({:.1f} epochs)",
+               texts.size(), tokens, sequences.size(), opt.max_length, opt.mlm_steps, opt.batch_size, epochs);
+  json mlm_config = config_json;
+  mlm_config["architectures"] = {"DebertaV2ForMaskedLM"};
+  models::DebertaLoadOptions load;
+  load.trainable = true;
+  auto model = models::DebertaMaskedLM::random(models::DebertaConfig::from_json(mlm_config), opt.seed + 7, load);
+  MlmOptions mo;
+  mo.lr = opt.mlm_lr;
+  mo.steps = opt.mlm_steps;
+  mo.batch_size = opt.batch_size;
+  mo.warmup_steps = std::max<int64_t>(1, opt.mlm_steps / 10);
+  mo.seed = opt.seed;
+  mo.show_progress = opt.progress;
+  mo.stop_after_steps = opt.mlm_stop_after_steps;
+  mo.checkpoint_every = std::clamp<int64_t>(opt.mlm_steps / 20, 1, 50);
+  auto state = pretrain_mlm(model, tokenizer, tok_dir, sequences, mo, work / "mlm_run");
+  if (!state.finished) return std::nullopt;
+  spdlog::info("MLM pretraining: loss {:.3f} -> {:.3f}", state.losses.front(), state.losses.back());
+  fs::create_directories(pretrained);
+  for (const auto& entry : fs::directory_iterator(work / "mlm_run" / "final"))
+    fs::copy_file(entry.path(), pretrained / entry.path().filename(), fs::copy_options::overwrite_existing);
+  return pretrained;
 }
 
 std::vector<route::LabeledExample> labeled(const std::vector<eval::Example>& rows) {
@@ -184,7 +271,7 @@ void bootstrap(const BootstrapOptions& opt) {
   std::vector<TrainExample> guard_train;
   for (const auto& r : guard_rows) guard_train.push_back(to_train(r));
   DistillOptions large_opt;
-  large_opt.lr = 3e-4;
+  large_opt.lr = opt.large_lr;
   large_opt.weight_decay = 0.01;
   large_opt.epochs = opt.large_epochs;
   large_opt.batch_size = opt.batch_size;
@@ -193,9 +280,18 @@ void bootstrap(const BootstrapOptions& opt) {
   large_opt.warmup_steps = 30;
   large_opt.seed = opt.seed;
   large_opt.show_progress = opt.progress;
-  train_guard("large guard",
-              deberta_config_json(vocab, opt.large_hidden, opt.large_layers, opt.large_heads, 512), *tokenizer,
-              tok_dir, guard_train, large_opt, work / "large_run", out / "large", opt.seed);
+  const json large_config = deberta_config_json(vocab, opt.large_hidden, opt.large_layers, opt.large_heads, 512);
+  fs::path pretrained;
+  if (opt.mlm_steps > 0 && !fs::exists(out / "large" / "model.safetensors")) {
+    auto done = pretrain_large_encoder(rows, opt, data_dir, *tokenizer, tok_dir, large_config, work, out);
+    if (!done) {
+      spdlog::info("MLM pretraining stopped early; run bootstrap again to resume");
+      return;
+    }
+    pretrained = *done;
+  }
+  train_guard("large guard", large_config, *tokenizer, tok_dir, guard_train, large_opt, work / "large_run",
+              out / "large", opt.seed, pretrained);
 
   // 4. Teacher soft labels, then the small guard distilled from them (HarmAug: 0.5·(CE + KL)).
   if (!fs::exists(out / "small" / "model.safetensors")) {
@@ -251,7 +347,9 @@ void bootstrap(const BootstrapOptions& opt) {
 
   // 7. A first look at held-out data: small, large and SafeRoute on each evaluation set.
   route::RoutedGuard routed(small, large, router, threshold, "saferoute");
-  std::string table = "| set | rows | small F1 | large F1 | SafeRoute F1 | SafeRoute AUPRC | large share |\n|---|---|---|---|---|---|---|\n";
+  std::string table =
+      "| set | rows | small F1 | small AUPRC | large F1 | large AUPRC | SafeRoute F1 | SafeRoute AUPRC | large share |\n"
+      "|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& name : opt.eval_sets) {
     auto examples = eval::load_dataset(name, data_dir);
     std::shuffle(examples.begin(), examples.end(), rng);
@@ -282,22 +380,29 @@ void bootstrap(const BootstrapOptions& opt) {
       if (share) *share = static_cast<double>(large_calls) / std::max<size_t>(1, conversations.size());
       return report.value[eval::kF1];
     };
-    double auprc = 0, share = 0;
-    const double f_small = f1_of(*small, nullptr, nullptr), f_large = f1_of(*large, nullptr, nullptr);
+    double auprc = 0, share = 0, auprc_small = 0, auprc_large = 0;
+    const double f_small = f1_of(*small, &auprc_small, nullptr), f_large = f1_of(*large, &auprc_large, nullptr);
     const double f_routed = f1_of(routed, &auprc, &share);
-    table += fmt::format("| {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.1f}% |\n", name, examples.size(), f_small,
-                         f_large, f_routed, auprc, 100.0 * share);
+    table += fmt::format("| {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.1f}% |\n", name,
+                         examples.size(), f_small, auprc_small, f_large, auprc_large, f_routed, auprc, 100.0 * share);
   }
   write_file_atomic(out / "models.json", models.dump(2));
   const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 60.0;
   std::string report = fmt::format(
       "# Default models\n\nTrained by `guardkit bootstrap` in {:.1f} min on this machine from the public data in "
       "{}.\n\nTraining sets (never evaluated on): {}.\nEvaluation sets (never trained on): {}.\n\n{}\n"
-      "Large guard: DeBERTa-v3-style, {} layers, hidden {}, trained from scratch on the labels. Small guard: {} layers, "
-      "hidden {}, distilled from the large guard (soft labels, 0.5·(CE + KL)). Router: SafeRoute Bayesian MLP on the "
-      "small guard's pooled feature, ε = {:.4f} (calibrated to route {:.0f}% of the router split).\n",
+      "Large guard: DeBERTa-v3-style, {} layers, hidden {}, max_length {}, {}, then {} epochs on the labels. "
+      "Small guard: {} layers, hidden {}, distilled from the large guard (soft labels, 0.5·(CE + KL)). Router: SafeRoute "
+      "Bayesian MLP on the small guard's pooled feature, ε = {:.4f} (calibrated to route {:.0f}% of the router split).\n",
       minutes, data_dir.string(), fmt::join(opt.train_sets, ", "), fmt::join(opt.eval_sets, ", "), table,
-      opt.large_layers, opt.large_hidden, opt.small_layers, opt.small_hidden, threshold, 100.0 * opt.router_share);
+      opt.large_layers, opt.large_hidden, opt.max_length,
+      opt.mlm_steps > 0
+          ? fmt::format("its encoder pretrained with masked-language modelling ({} steps of {} packed sequences, 15% "
+                        "masked 80/10/10) on the text of the training sets and of {} (labels unused; texts that occur "
+                        "in an evaluation set left out)",
+                        opt.mlm_steps, opt.batch_size, fmt::join(opt.mlm_extra_sets, ", "))
+          : std::string("trained from scratch (no pretraining)"),
+      opt.large_epochs, opt.small_layers, opt.small_hidden, threshold, 100.0 * opt.router_share);
   write_file_atomic(out / "README.md", report);
   fmt::print("{}", table);
 }

@@ -20,11 +20,19 @@ struct BootstrapOptions {
   // Held out: never trained on (ToxicChat and BeaverTails are non-commercial: evaluation only).
   std::vector<std::string> eval_sets = {"openai_moderation", "toxicchat", "harmbench_classifier_val",
                                         "beavertails_evaluation", "simplesafetytests"};
+  // Extra text for masked-language-model pretraining only (no labels used): commercial-use sets, never evaluation
+  // sets; any text that also occurs in an evaluation set is dropped.
+  std::vector<std::string> mlm_extra_sets = {"advbench_strings", "dices_350_expert"};
   int64_t vocab_size = 8000;
   int64_t large_hidden = 256, large_layers = 4, large_heads = 4;
   int64_t small_hidden = 128, small_layers = 2, small_heads = 2;
   int64_t max_length = 64;   // most prompts fit; keeps the default run near 15 minutes on 2 cores
   int large_epochs = 2, small_epochs = 2;
+  double large_lr = 3e-4;     // fine-tuning (or from-scratch) learning rate of the large guard
+  // MLM pretraining of the large guard's encoder on all training text before its fine-tuning; 0 = none (from scratch).
+  int64_t mlm_steps = 0;
+  double mlm_lr = 5e-4;
+  int64_t mlm_stop_after_steps = 0;  // tests: end the run (as if killed) after this many MLM steps; 0 = never
   int64_t batch_size = 32;
   double router_split = 0.3;   // share of the training rows kept apart to train the router
   double router_share = 0.2;   // ε calibrated so SafeRoute sends this share of the router split to the large guard

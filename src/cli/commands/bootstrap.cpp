@@ -27,7 +27,16 @@ void add_bootstrap_command(CLI::App& app, GlobalOptions&) {
   cmd->add_option("--eval-sets", opt->eval_sets, "Held-out datasets for the summary")->capture_default_str();
   cmd->add_option("--vocab-size", opt->vocab_size, "SentencePiece pieces")->capture_default_str();
   cmd->add_option("--max-length", opt->max_length, "Tokens per example")->capture_default_str();
+  cmd->add_option("--mlm-steps", opt->mlm_steps,
+                  "Masked-language-model pretraining steps of the large guard's encoder (0 = train it from scratch)")
+      ->capture_default_str();
+  cmd->add_option("--mlm-lr", opt->mlm_lr, "Peak learning rate of the MLM pretraining")->capture_default_str();
+  cmd->add_option("--mlm-extra-sets", opt->mlm_extra_sets,
+                  "Extra datasets whose text (not labels) the MLM step reads besides the training sets")
+      ->capture_default_str();
   cmd->add_option("--large-epochs", opt->large_epochs, "Epochs of the large guard")->capture_default_str();
+  cmd->add_option("--large-lr", opt->large_lr, "Peak learning rate of the large guard's training on the labels")
+      ->capture_default_str();
   cmd->add_option("--small-epochs", opt->small_epochs, "Epochs of the small guard")->capture_default_str();
   cmd->add_option("--router-epochs", opt->router_epochs, "Epochs of the router")->capture_default_str();
   cmd->add_option("--router-share", opt->router_share, "Share of inputs SafeRoute sends to the large guard")
