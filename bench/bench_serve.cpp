@@ -3,9 +3,11 @@
 // sent must come back 200 (a lost or failed request is counted and reported).
 //
 //   bench_serve [--model xsmall|small-default|fixture|DIR] [--seconds S] [--clients 1,4,16] [--max-batch N]
-//               [--max-wait-us U] [--rounds R] [--threads T] [--max-length L]
+//               [--max-wait-us U] [--rounds R] [--threads T] [--max-length L] [--guard-batch G]
 //   (off and on alternate R times per client count; the best round of each is reported, lost/failed requests are
-//    summed over all rounds; --threads: libtorch threads, default all cores; --max-length: the guard's token cap)
+//    summed over all rounds; --threads: libtorch threads, default all cores; --max-length: the guard's token cap;
+//    --guard-batch: the classifier's micro-batch, default max(16, max batch) — e.g. 8 scores a batch of 16 as two
+//    length-sorted halves, each padded only to its own longest)
 //
 // xsmall (default): a DeBERTa-v3-xsmall-shaped classifier (hidden 384, 12 layers, 6 heads, FFN 1536) with random
 // weights and the fixture's tokenizer, written to a temp folder; small-default: the shape of `guardkit bootstrap`'s
@@ -23,6 +25,8 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <map>
+#include <mutex>
 #include <regex>
 #include <thread>
 
@@ -147,6 +151,8 @@ RunResult run_load(std::shared_ptr<guard::Guard> guard, int clients, int max_bat
     for (int i = 0; i < 4; ++i) c.Post("/v1/moderations", json{{"input", kPrompts[i]}}.dump(), "application/json");
   }
   std::vector<std::vector<double>> latencies(clients);
+  std::mutex failures_mutex;
+  std::map<std::string, int64_t> failures;  // why requests failed, printed below the table
   std::vector<int64_t> sent(clients, 0), ok(clients, 0);
   const double cpu_start = process_cpu_seconds();
   const auto start = Clock::now();
@@ -168,6 +174,10 @@ RunResult run_load(std::shared_ptr<guard::Guard> guard, int clients, int max_bat
         if (res && res->status == 200 && res->body.find("\"results\"") != std::string::npos) {
           ++ok[c];
           latencies[c].push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        } else {
+          std::lock_guard lock(failures_mutex);
+          ++failures[res ? "HTTP " + std::to_string(res->status) + " " + res->body.substr(0, 120)
+                         : "no response: " + httplib::to_string(res.error())];
         }
       }
     });
@@ -183,6 +193,8 @@ RunResult run_load(std::shared_ptr<guard::Guard> guard, int clients, int max_bat
     all.insert(all.end(), latencies[c].begin(), latencies[c].end());
   }
   r.failed = r.sent - r.ok;
+  for (const auto& [why, count] : failures)
+    std::cerr << fmt::format("  {} clients, max batch {}: {} failed: {}\n", clients, max_batch, count, why);
   std::sort(all.begin(), all.end());
   auto pct = [&](double q) { return all.empty() ? 0.0 : all[std::min(all.size() - 1, size_t(q * all.size()))]; };
   r.p50_ms = pct(0.50);
@@ -200,7 +212,7 @@ int main(int argc, char** argv) {
   std::string model = "xsmall";
   double seconds = 4.0;
   std::vector<int> client_counts = {1, 4, 16};
-  int max_batch = 16, max_wait_us = 2000, rounds = 2, threads = 0;
+  int max_batch = 16, max_wait_us = 2000, rounds = 2, threads = 0, guard_batch = 0;
   int64_t max_length = -1;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -217,6 +229,7 @@ int main(int argc, char** argv) {
     else if (a == "--max-wait-us") max_wait_us = std::stoi(next());
     else if (a == "--rounds") rounds = std::max(1, std::stoi(next()));
     else if (a == "--threads") threads = std::stoi(next());
+    else if (a == "--guard-batch") guard_batch = std::stoi(next());
     else if (a == "--max-length") max_length = std::stoll(next());
     else if (a == "--clients") {
       client_counts.clear();
@@ -240,7 +253,9 @@ int main(int argc, char** argv) {
   options.name = "small";
   // bootstrap's models.json serves its guards with max_length 64.
   options.max_length = max_length >= 0 ? static_cast<size_t>(max_length) : model == "small-default" ? 64 : 512;
-  options.batch_size = static_cast<size_t>(std::max(16, max_batch));
+  // The classifier's micro-batch: a server batch is scored in length-sorted micro-batches of this many (the models
+  // file's option batch_size); smaller than max batch = length buckets, less padding.
+  options.batch_size = static_cast<size_t>(guard_batch > 0 ? guard_batch : std::max(16, max_batch));
   std::shared_ptr<guard::Guard> guard(guard::ClassifierGuard::load(dir, options));
 
   std::cout << "bench_serve: POST /v1/moderations over loopback, model " << model << " (" << dir.string() << ")\n"
@@ -248,7 +263,8 @@ int main(int argc, char** argv) {
             << ", OMP_WAIT_POLICY " << (std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "(unset)")
             << ", OPENBLAS_CORETYPE " << (std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "(unset)")
             << ", " << seconds << " s per run, batching on = max batch " << max_batch << " / max wait " << max_wait_us
-            << " us, best of " << rounds << " alternating rounds\n\n";
+            << " us, guard micro-batch " << options.batch_size << ", max_length " << options.max_length << ", best of "
+            << rounds << " alternating rounds\n\n";
   // The ceiling batching can reach: the guard alone, per-item time at batch 1 vs batch 16 (same process, no HTTP).
   {
     std::vector<guard::Conversation> items;

@@ -184,6 +184,11 @@ TEST_F(GeneratorServerTest, CompletionsFromTextAndIdsEqualTheEngineWithStopSeedA
   io::CompletionResponse cut = openai->complete("tiny-llama", prompt, stopped);
   EXPECT_EQ(cut.choices.at(0).text, full.substr(0, full.find(stop)));
   EXPECT_EQ(cut.choices.at(0).finish_reason, "stop");
+  // Generation ends at the first token whose text completes the stop string, not at max_tokens.
+  size_t needed = 1;
+  while (needed < ids.size() && decode(std::vector<int64_t>(ids.begin(), ids.begin() + static_cast<int64_t>(needed))).find(stop) == std::string::npos)
+    ++needed;
+  EXPECT_EQ(cut.completion_tokens, static_cast<int64_t>(needed));
 
   // Sampling: a seed reproduces, n gives n choices (each its own stream).
   io::SamplingParams sampled;

@@ -135,7 +135,7 @@ GenerationResult generate(const LlamaModel& model, const std::vector<std::vector
       history[row].push_back(token);
       result.new_ids[row].push_back(token);
       ++result.generated_tokens;
-      if (stops.count(token)) {
+      if (stops.count(token) || (options.should_stop && options.should_stop(row, result.new_ids[row]))) {
         finished[row] = true;
         result.finish_reasons[row] = "stop";
       }

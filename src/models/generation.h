@@ -3,6 +3,7 @@
 // prefix attack) is simply a prompt that ends mid-assistant-turn.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,9 @@ struct GenerationOptions {
   std::vector<int64_t> stop_ids;     // generation of a row ends after it emits one of these (kept in the output)
   bool stop_at_eos = true;           // add the config's eos ids to stop_ids
   int64_t pad_id = 0;                // filler for left padding of the batch (masked, never attended)
+  // Optional: asked after each generated token with the row and its ids so far; true ends that row with finish
+  // reason "stop" (e.g. a stop string appeared in the decoded text). Empty: never.
+  std::function<bool(size_t row, const std::vector<int64_t>& new_ids)> should_stop;
 };
 
 struct GenerationResult {

@@ -188,6 +188,15 @@ GeneratedCompletion run_completion(const models::LlamaModel& model, const text::
                                    const std::vector<int64_t>& prompt_ids, const CompletionSettings& settings) {
   models::GenerationOptions options = settings.generation;
   if (auto pad = tokenizer.pad_id()) options.pad_id = *pad;
+  if (!settings.stop.empty()) {
+    // A row stops as soon as its text holds a stop string (the text is cut before it below).
+    options.should_stop = [&](size_t, const std::vector<int64_t>& ids) {
+      const std::string text = tokenizer.decode(std::vector<int32_t>(ids.begin(), ids.end()), true);
+      for (const auto& s : settings.stop)
+        if (text.find(s) != std::string::npos) return true;
+      return false;
+    };
+  }
   const std::vector<std::vector<int64_t>> prompts(static_cast<size_t>(settings.n), prompt_ids);
   const models::GenerationResult generated = models::generate(model, prompts, options);
 
