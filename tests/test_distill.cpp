@@ -3,13 +3,25 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <cstdlib>
+#include <random>
+
+#include <ATen/autocast_mode.h>
+
 #include "eval/datasets.h"
+#include "eval/metrics.h"
 #include "guard/registry.h"
+#include "io/safetensors.h"
 #include "models/deberta.h"
+#include "models/deberta_config.h"
 #include "test_util.h"
 #include "text/tokenizer.h"
 #include "train/bootstrap.h"
 #include "train/distill.h"
+#include "util/error.h"
 
 using namespace guardkit;
 
@@ -69,6 +81,159 @@ TEST(Distill, KilledRunResumesToTheSameWeights) {
   auto p_live = train::predict_unsafe(whole, *tokenizer, train, 32);
   for (size_t i = 0; i < p_final.size(); ++i) EXPECT_NEAR(p_final[i], p_live[i], 1e-6);
   EXPECT_LT(full.losses.back(), full.losses.front());
+}
+
+namespace {
+// Held-out rows for the periodic evaluation: later XSTest prompts than the training ones, both classes.
+train::EvalSet held_out_rows() {
+  auto rows = eval::load_dataset("xstest_prompts");
+  train::EvalSet set{"xstest_tail", {}};
+  for (size_t i = rows.size() - 40; i < rows.size(); ++i) set.examples.push_back({rows[i].prompt, std::nullopt, rows[i].label, std::nullopt});
+  return set;
+}
+
+std::vector<nlohmann::json> read_log(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return test::parse_jsonl(text.str());
+}
+}  // namespace
+
+TEST(Distill, PeriodicEvaluationIsLoggedCheckpointedAndResumed) {
+  const auto fixture = test::fixture("deberta");
+  auto tokenizer = text::load_tokenizer(fixture);
+  const auto train = small_train_set();
+  const auto held_out = held_out_rows();
+  int positives = 0;
+  for (const auto& e : held_out.examples) positives += e.label;
+  ASSERT_GT(positives, 0);
+  ASSERT_LT(positives, 40);
+  auto dir = test::temp_dir("distill_eval");
+  auto opts = options();
+  opts.eval_every = 5;
+  opts.checkpoint_every = 2;
+  opts.eval_sets = {held_out};
+
+  auto whole = models::DebertaClassifier::load(fixture);
+  auto full = train::distill(whole, *tokenizer, fixture, train, opts, dir / "whole");
+  ASSERT_TRUE(full.finished);
+  ASSERT_EQ(full.evals.size(), 3u);  // steps 5, 10 and the end (12)
+  EXPECT_EQ(full.evals[0].step, 5);
+  EXPECT_EQ(full.evals[1].step, 10);
+  EXPECT_EQ(full.evals[2].step, 12);
+  for (const auto& r : full.evals) {
+    EXPECT_EQ(r.set, "xstest_tail");
+    EXPECT_EQ(r.rows, 40u);
+    EXPECT_GE(r.auprc, 0.0);
+    EXPECT_LE(r.auprc, 1.0);
+  }
+  // The last evaluation is the final model's F1 and AUPRC, computed independently here.
+  auto scores = train::predict_unsafe(whole, *tokenizer, held_out.examples, opts.max_length);
+  std::vector<int> labels, decisions;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    labels.push_back(held_out.examples[i].label);
+    decisions.push_back(scores[i] > 0.5);
+  }
+  EXPECT_NEAR(full.evals.back().auprc, eval::average_precision(labels, scores), 1e-9);
+  EXPECT_NEAR(full.evals.back().f1, eval::f1_score(eval::confusion(labels, decisions)), 1e-9);
+  // The evaluations move as the weights do.
+  EXPECT_NE(full.evals.front().auprc, full.evals.back().auprc);
+
+  // The run log: one line per step, one per evaluation, in order.
+  auto log = read_log(dir / "whole" / "log.jsonl");
+  ASSERT_EQ(log.size(), 12u + 3u);
+  size_t evals_seen = 0;
+  int64_t last_step = 0;
+  for (const auto& line : log) {
+    ASSERT_GE(line["step"].get<int64_t>(), last_step);
+    last_step = line["step"].get<int64_t>();
+    if (line.contains("eval")) {
+      const auto& r = full.evals[evals_seen++];
+      EXPECT_EQ(line["step"].get<int64_t>(), r.step);
+      EXPECT_DOUBLE_EQ(line["auprc"].get<double>(), r.auprc);
+      EXPECT_DOUBLE_EQ(line["f1"].get<double>(), r.f1);
+    } else {
+      EXPECT_DOUBLE_EQ(line["loss"].get<double>(), full.losses[static_cast<size_t>(last_step - 1)]);
+      EXPECT_EQ(line["examples"].get<int64_t>(), 8);
+    }
+  }
+  EXPECT_EQ(evals_seen, 3u);
+
+  // Killed after step 7 (checkpoint at 6, evaluation at 5 in it), resumed: the same evaluations and the same log.
+  auto killed = opts;
+  killed.stop_after_steps = 7;
+  auto first = models::DebertaClassifier::load(fixture);
+  auto partial = train::distill(first, *tokenizer, fixture, train, killed, dir / "killed");
+  EXPECT_EQ(partial.step, 7);
+  EXPECT_EQ(read_log(dir / "killed" / "log.jsonl").size(), 7u + 1u);
+  auto second = models::DebertaClassifier::load(fixture);
+  auto resumed = train::distill(second, *tokenizer, fixture, train, opts, dir / "killed");
+  ASSERT_EQ(resumed.evals.size(), full.evals.size());
+  for (size_t i = 0; i < full.evals.size(); ++i) {
+    EXPECT_EQ(resumed.evals[i].step, full.evals[i].step);
+    EXPECT_DOUBLE_EQ(resumed.evals[i].auprc, full.evals[i].auprc);
+    EXPECT_DOUBLE_EQ(resumed.evals[i].f1, full.evals[i].f1);
+  }
+  auto resumed_log = read_log(dir / "killed" / "log.jsonl");
+  ASSERT_EQ(resumed_log.size(), log.size());
+  for (size_t i = 0; i < log.size(); ++i) {
+    auto a = log[i], b = resumed_log[i];
+    a.erase("seconds");
+    b.erase("seconds");
+    EXPECT_EQ(a, b) << i;
+  }
+
+  // An empty evaluation set is a clear error, not a crash.
+  auto bad = opts;
+  bad.eval_sets = {{"empty", {}}};
+  auto model = models::DebertaClassifier::load(fixture);
+  EXPECT_THROW(train::distill(model, *tokenizer, fixture, train, bad, dir / "bad"), Error);
+}
+
+TEST(Distill, Bf16RunLowersTheLossAndSavesAnFp32Model) {
+  const auto fixture = test::fixture("deberta");
+  auto tokenizer = text::load_tokenizer(fixture);
+  const auto train = small_train_set();
+  auto dir = test::temp_dir("distill_bf16");
+  auto opts = options();
+  opts.epochs = 4;
+  opts.balanced_sampler = false;
+
+  auto fp32_model = models::DebertaClassifier::load(fixture);
+  auto fp32 = train::distill(fp32_model, *tokenizer, fixture, train, opts, dir / "fp32");
+  opts.bf16 = true;
+  auto bf16_model = models::DebertaClassifier::load(fixture);
+  auto bf16 = train::distill(bf16_model, *tokenizer, fixture, train, opts, dir / "bf16");
+  EXPECT_FALSE(at::autocast::is_cpu_enabled());  // the autocast state is restored after every forward
+  ASSERT_TRUE(bf16.finished);
+  ASSERT_EQ(bf16.losses.size(), 24u);
+  auto mean = [](const std::vector<double>& v, size_t from, size_t to) {
+    double sum = 0;
+    for (size_t i = from; i < to; ++i) sum += v[i];
+    return sum / static_cast<double>(to - from);
+  };
+  // Loss goes down over the run (one epoch = 6 steps: compare the first and the last epoch).
+  EXPECT_LT(mean(bf16.losses, 18, 24), mean(bf16.losses, 0, 6) - 0.02);
+  // bf16 compute really happened (losses differ from fp32) and stays close to fp32 (same data, same init).
+  EXPECT_NE(bf16.losses[0], fp32.losses[0]);
+  EXPECT_NEAR(bf16.losses[0], fp32.losses[0], 0.02 * std::abs(fp32.losses[0]));
+
+  // The saved model is fp32 Hugging Face format and loads back with the trained weights.
+  const auto final_dir = dir / "bf16" / "final";
+  EXPECT_EQ(test::load_json(final_dir / "config.json")["torch_dtype"], "float32");
+  auto file = io::SafetensorsFile::open(final_dir / "model.safetensors");
+  for (const auto& view : file->tensors()) EXPECT_EQ(view.dtype, io::DType::F32) << view.name;
+  auto reloaded = models::DebertaClassifier::load(final_dir);
+  EXPECT_EQ(reloaded.dtype(), at::kFloat);
+  auto p_final = train::predict_unsafe(reloaded, *tokenizer, train, 32);
+  auto p_live = train::predict_unsafe(bf16_model, *tokenizer, train, 32);
+  for (size_t i = 0; i < p_final.size(); ++i) EXPECT_NEAR(p_final[i], p_live[i], 1e-6);
+  // A bf16-weight student is refused with a clear message (the option keeps fp32 master weights).
+  models::DebertaLoadOptions bf16_weights;
+  bf16_weights.dtype = at::kBFloat16;
+  auto wrong = models::DebertaClassifier::load(fixture, bf16_weights);
+  EXPECT_THROW(train::distill(wrong, *tokenizer, fixture, train, opts, dir / "wrong"), Error);
 }
 
 TEST(Bootstrap, TinyRunServesSafeRouteThroughTheRegistry) {

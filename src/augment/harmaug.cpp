@@ -148,6 +148,7 @@ InstructionStats generate_instructions(const InstructionConfig& config,
   stats.requests = next_request;
 
   JsonlAppender out(out_path);
+  if (progress) progress(stats.kept, config.target_count);  // the loop starts: rates count from here
   while (stats.kept < config.target_count && next_request < max_requests) {
     const size_t batch_end = std::min(max_requests, next_request + config.batch_size);
     std::vector<ChatRequest> requests;
@@ -235,6 +236,7 @@ size_t generate_responses(const ResponseConfig& config, const fs::path& instruct
   }
   JsonlAppender out(out_path);
   const size_t total = done.size() + jobs.size();
+  if (progress) progress(done.size(), total);  // the loop starts: rates count from here
   for (size_t start = 0; start < jobs.size(); start += config.batch_size) {
     const size_t end = std::min(jobs.size(), start + config.batch_size);
     std::vector<ChatRequest> requests;
@@ -297,6 +299,7 @@ size_t label_with_teacher(guard::Guard& teacher, const fs::path& instructions_pa
   JsonlAppender out(out_path);
   const size_t total = done.size() + rows.size();
   if (batch_size == 0) batch_size = 1;
+  if (progress) progress(done.size(), total);  // the loop starts: rates count from here
   for (size_t start = 0; start < rows.size(); start += batch_size) {
     const size_t end = std::min(rows.size(), start + batch_size);
     std::vector<guard::Conversation> batch;

@@ -1,13 +1,18 @@
 #include "train/distill.h"
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <spdlog/spdlog.h>
 
+#include "eval/metrics.h"
 #include "io/safetensors.h"
 #include "models/deberta.h"
 #include "models/weights.h"
@@ -15,6 +20,7 @@
 #include "train/losses.h"
 #include "train/optim.h"
 #include "util/error.h"
+#include "util/jsonl.h"
 #include "util/paths.h"
 #include "util/progress.h"
 
@@ -89,6 +95,16 @@ double scheduled_lr(const DistillOptions& options, int64_t step, int64_t total_s
                                         std::max<double>(1.0, static_cast<double>(total_steps - options.warmup_steps)));
 }
 
+nlohmann::json eval_json(const EvalRecord& r) {
+  return {{"step", r.step}, {"eval", r.set}, {"rows", r.rows}, {"f1", r.f1}, {"auprc", r.auprc}};
+}
+
+nlohmann::json evals_json(const std::vector<EvalRecord>& evals) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& r : evals) out.push_back(eval_json(r));
+  return out;
+}
+
 void save_checkpoint(const fs::path& dir, const models::DebertaClassifier& student, const AdamW& optimizer,
                      const DistillState& state) {
   fs::create_directories(dir);
@@ -103,6 +119,7 @@ void save_checkpoint(const fs::path& dir, const models::DebertaClassifier& stude
                       {"total_steps", state.total_steps},
                       {"optimizer_steps", optimizer.steps()},
                       {"losses", state.losses},
+                      {"evals", evals_json(state.evals)},
                       {"finished", state.finished}};
   write_file_atomic(dir / "state.json", s.dump());
 }
@@ -133,10 +150,91 @@ bool load_checkpoint(const fs::path& dir, models::DebertaClassifier& student, Ad
   state.total_steps = s.at("total_steps").get<int64_t>();
   state.losses = s.at("losses").get<std::vector<double>>();
   state.finished = s.at("finished").get<bool>();
+  state.evals.clear();
+  for (const auto& r : s.value("evals", nlohmann::json::array()))
+    state.evals.push_back({r.at("step").get<int64_t>(), r.at("eval").get<std::string>(), r.at("rows").get<size_t>(),
+                           r.at("f1").get<double>(), r.at("auprc").get<double>()});
   return true;
 }
 
+// The run's JSONL log. Lines past the checkpoint are dropped when a run starts: the resumed run redoes those steps
+// and writes them again, so the log reads as one uninterrupted run.
+class RunLog {
+ public:
+  RunLog(const fs::path& path, int64_t keep_through_step) {
+    std::string kept;
+    for (const auto& line : read_jsonl_log_for_resume(path))
+      if (line.value("step", int64_t{0}) <= keep_through_step) kept += to_jsonl_line(line) + "\n";
+    write_file_atomic(path, kept);
+    out_.open(path, std::ios::app | std::ios::binary);
+    if (!out_) fail("{}: cannot open the run log for writing", path.string());
+  }
+  void write(const nlohmann::json& line) {
+    out_ << to_jsonl_line(line) << '\n';
+    out_.flush();
+  }
+
+ private:
+  std::ofstream out_;
+};
+
+// bf16 autocast for the forward pass on the model's device (restores the previous state on exit). Backward runs
+// outside, as torch.autocast is meant to be used: autograd replays the casts.
+class AutocastBf16 {
+ public:
+  AutocastBf16(bool enabled, c10::Device device) : enabled_(enabled), cpu_(device.is_cpu()) {
+    if (!enabled_) return;
+    if (cpu_) {
+      was_enabled_ = at::autocast::is_cpu_enabled();
+      old_dtype_ = at::autocast::get_autocast_cpu_dtype();
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    } else {
+      was_enabled_ = at::autocast::is_enabled();
+      old_dtype_ = at::autocast::get_autocast_gpu_dtype();
+      at::autocast::set_enabled(true);
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    }
+    at::autocast::increment_nesting();
+  }
+  ~AutocastBf16() {
+    if (!enabled_) return;
+    // The cast-weight cache lives per outermost region: weights change every step.
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    if (cpu_) {
+      at::autocast::set_cpu_enabled(was_enabled_);
+      at::autocast::set_autocast_cpu_dtype(old_dtype_);
+    } else {
+      at::autocast::set_enabled(was_enabled_);
+      at::autocast::set_autocast_gpu_dtype(old_dtype_);
+    }
+  }
+  AutocastBf16(const AutocastBf16&) = delete;
+  AutocastBf16& operator=(const AutocastBf16&) = delete;
+
+ private:
+  bool enabled_, cpu_, was_enabled_ = false;
+  at::ScalarType old_dtype_ = at::kBFloat16;
+};
+
 }  // namespace
+
+EvalRecord evaluate_student(const models::DebertaClassifier& model, const text::Tokenizer& tokenizer,
+                            const EvalSet& set, int64_t max_length, int64_t batch_size) {
+  if (set.examples.empty()) fail("evaluation set {} is empty", set.name);
+  auto scores = predict_unsafe(model, tokenizer, set.examples, max_length, batch_size);
+  std::vector<int> labels, decisions;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    labels.push_back(hard_label(set.examples[i]));
+    decisions.push_back(scores[i] > 0.5 ? 1 : 0);
+  }
+  EvalRecord r;
+  r.set = set.name;
+  r.rows = scores.size();
+  r.f1 = eval::f1_score(eval::confusion(labels, decisions));
+  r.auprc = eval::average_precision(labels, scores);
+  return r;
+}
 
 void copy_tokenizer_files(const fs::path& from, const fs::path& to) {
   fs::create_directories(to);
@@ -152,6 +250,11 @@ DistillState distill(models::DebertaClassifier& student, const text::Tokenizer& 
                      const std::function<void(int64_t)>& evaluate) {
   if (train.empty()) fail("distill: no training examples");
   if (options.batch_size < 1 || options.micro_batch_size < 1) fail("distill: batch sizes must be at least 1");
+  if (options.eval_every < 0) fail("distill: eval_every must be >= 0");
+  for (const auto& set : options.eval_sets)
+    if (set.examples.empty()) fail("distill: evaluation set {} is empty", set.name);
+  if (student.dtype() != at::kFloat)
+    fail("distill: the student must hold fp32 weights (use the bf16 option for bf16 compute with fp32 master weights)");
   student.set_trainable(true);
   AdamWOptions adam;
   adam.lr = options.lr;
@@ -162,17 +265,33 @@ DistillState distill(models::DebertaClassifier& student, const text::Tokenizer& 
   DistillState state;
   state.total_steps = options.max_steps > 0 ? options.max_steps : steps_per_epoch * options.epochs;
   const fs::path checkpoint_dir = run_dir / "checkpoint";
+  fs::create_directories(run_dir);
   if (load_checkpoint(checkpoint_dir, student, optimizer, state)) {
     spdlog::info("resuming distillation from {} at step {}/{}", checkpoint_dir.string(), state.step, state.total_steps);
   }
+  RunLog log(run_dir / "log.jsonl", state.step);
+
+  // The held-out sets, then the caller's hook. Records go to the state (saved with the next checkpoint) and the log.
+  auto run_evaluations = [&](int64_t step) {
+    for (const auto& set : options.eval_sets) {
+      EvalRecord r = evaluate_student(student, tokenizer, set, options.max_length, options.eval_batch_size);
+      r.step = step;
+      spdlog::info("step {}: {} ({} rows) F1 {:.4f} AUPRC {:.4f}", step, r.set, r.rows, r.f1, r.auprc);
+      log.write(eval_json(r));
+      state.evals.push_back(std::move(r));
+    }
+    if (evaluate) evaluate(step);
+  };
+
   ProgressBar bar("distill", static_cast<size_t>(state.total_steps), options.show_progress);
-  bar.update(static_cast<size_t>(state.step));
+  bar.resume_from(static_cast<size_t>(state.step));  // rate and ETA count this run's steps only
 
   int64_t steps_this_run = 0;
   std::vector<size_t> order;
   int64_t order_epoch = -1;
   while (state.step < state.total_steps) {
     if (options.stop_after_steps && steps_this_run == options.stop_after_steps) return state;
+    const auto step_start = std::chrono::steady_clock::now();
     const int64_t epoch = state.step / steps_per_epoch;
     if (epoch != order_epoch) {
       order = epoch_order(train, options, epoch);
@@ -181,7 +300,8 @@ DistillState distill(models::DebertaClassifier& student, const text::Tokenizer& 
     const int64_t begin = (state.step % steps_per_epoch) * options.batch_size;
     const int64_t end = std::min<int64_t>(begin + options.batch_size, static_cast<int64_t>(order.size()));
     const double rows_in_step = static_cast<double>(end - begin);
-    optimizer.set_lr(scheduled_lr(options, state.step, state.total_steps));
+    const double lr = scheduled_lr(options, state.step, state.total_steps);
+    optimizer.set_lr(lr);
     double step_loss = 0.0;
     for (int64_t mb = begin; mb < end; mb += options.micro_batch_size) {
       const int64_t mb_end = std::min(end, mb + options.micro_batch_size);
@@ -199,7 +319,12 @@ DistillState distill(models::DebertaClassifier& student, const text::Tokenizer& 
       for (const auto* group : {&soft_rows, &hard_rows}) {
         if (group->empty()) continue;
         auto batch = make_batch(tokenizer, *group, options.max_length, student.device());
-        auto out = student.forward(batch.input_ids, batch.attention_mask, batch.token_type_ids);
+        at::Tensor logits;
+        {
+          AutocastBf16 autocast(options.bf16, student.device());
+          logits = student.forward(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits;
+        }
+        logits = logits.to(at::kFloat);  // the loss in fp32 either way
         std::vector<int64_t> labels;
         std::vector<float> soft;
         for (const auto* e : *group) {
@@ -209,32 +334,41 @@ DistillState distill(models::DebertaClassifier& student, const text::Tokenizer& 
         auto label_tensor = torch::tensor(labels, torch::kLong).to(student.device());
         if (group == &soft_rows) {
           auto soft_tensor = torch::tensor(soft, torch::kFloat).to(student.device());
-          add(distillation_loss(out.logits, label_tensor, soft_tensor).loss, group->size());
+          add(distillation_loss(logits, label_tensor, soft_tensor).loss, group->size());
         } else {
-          add(train::cross_entropy_loss(out.logits, label_tensor), group->size());
+          add(train::cross_entropy_loss(logits, label_tensor), group->size());
         }
       }
       loss.backward();
       step_loss += loss.item<double>();
     }
-    clip_grad_norm(student.named_parameters(), options.max_grad_norm);
+    const double grad_norm = clip_grad_norm(student.named_parameters(), options.max_grad_norm);
     optimizer.step();
     optimizer.zero_grad();
     ++state.step;
     ++steps_this_run;
     state.losses.push_back(step_loss);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+    log.write({{"step", state.step},
+               {"loss", step_loss},
+               {"lr", lr},
+               {"grad_norm", std::isfinite(grad_norm) ? nlohmann::json(grad_norm) : nlohmann::json(nullptr)},
+               {"examples", end - begin},
+               {"seconds", seconds}});
     bar.update(static_cast<size_t>(state.step), fmt::format("loss {:.4f}", step_loss));
     state.finished = state.step == state.total_steps;
-    if (state.step % std::max<int64_t>(1, options.checkpoint_every) == 0 || state.finished)
+    // Evaluations before the checkpoint, so the checkpoint's state holds every evaluation up to its step.
+    if (options.eval_every > 0 && state.step % options.eval_every == 0 && !state.finished) run_evaluations(state.step);
+    if (state.step % std::max<int64_t>(1, options.checkpoint_every) == 0 || state.finished) {
+      if (state.finished) run_evaluations(state.step);
       save_checkpoint(checkpoint_dir, student, optimizer, state);
-    if (evaluate && options.eval_every > 0 && state.step % options.eval_every == 0 && !state.finished) evaluate(state.step);
+    }
   }
   bar.finish();
   student.set_trainable(false);
   const fs::path final_dir = run_dir / "final";
   student.save_pretrained(final_dir);
   copy_tokenizer_files(tokenizer_dir, final_dir);
-  if (evaluate) evaluate(state.step);
   return state;
 }
 

@@ -26,6 +26,20 @@ struct TrainExample {
   std::optional<double> soft_label;   // teacher P(unsafe)
 };
 
+// A held-out set scored during training (gold labels in `label`).
+struct EvalSet {
+  std::string name;
+  std::vector<TrainExample> examples;
+};
+
+// One periodic evaluation: F1 of argmax (P(unsafe) > 0.5) and AUPRC (average precision of P(unsafe)).
+struct EvalRecord {
+  int64_t step = 0;
+  std::string set;
+  size_t rows = 0;
+  double f1 = 0.0, auprc = 0.0;
+};
+
 struct DistillOptions {
   double lr = 3e-5;
   double weight_decay = 0.1;
@@ -40,6 +54,11 @@ struct DistillOptions {
   uint64_t seed = 42;
   int64_t checkpoint_every = 50;  // optimizer steps (and always at the end)
   int64_t eval_every = 0;         // optimizer steps; 0 = only at the end
+  std::vector<EvalSet> eval_sets;  // scored every eval_every steps and at the end (logged, kept in the state)
+  int64_t eval_batch_size = 32;
+  // bf16 mixed precision: the forward runs under autocast (bf16 matmuls through oneDNN on CPU) while the weights,
+  // their gradients, AdamW's state and the saved model stay fp32.
+  bool bf16 = false;
   int64_t stop_after_steps = 0;   // stop (as if killed) after this many steps of this run; 0 = run to the end
   bool show_progress = true;
 };
@@ -47,6 +66,7 @@ struct DistillOptions {
 struct DistillState {
   int64_t step = 0, total_steps = 0;
   std::vector<double> losses;  // mean loss of every optimizer step so far
+  std::vector<EvalRecord> evals;  // every evaluation so far, in order
   bool finished = false;
 };
 
@@ -57,7 +77,9 @@ std::vector<int32_t> student_input_ids(const text::Tokenizer& tokenizer, const T
 
 // Trains `student` (made trainable) on `train`, checkpointing into `run_dir/checkpoint` and resuming from it when it
 // exists; at the end writes the model and the tokenizer files of `tokenizer_dir` to `run_dir/final`.
-// `evaluate(step)` is called every eval_every steps and at the end.
+// Every step and every evaluation is a line of `run_dir/log.jsonl` ({"step","loss","lr","grad_norm","examples",
+// "seconds"} and {"step","eval","rows","f1","auprc"}); a resumed run first drops the lines past its checkpoint.
+// The options' eval_sets, then `evaluate(step)`, are run every eval_every steps and at the end.
 DistillState distill(models::DebertaClassifier& student, const text::Tokenizer& tokenizer,
                      const std::filesystem::path& tokenizer_dir, const std::vector<TrainExample>& train,
                      const DistillOptions& options, const std::filesystem::path& run_dir,
@@ -67,6 +89,10 @@ DistillState distill(models::DebertaClassifier& student, const text::Tokenizer& 
 std::vector<double> predict_unsafe(const models::DebertaClassifier& model, const text::Tokenizer& tokenizer,
                                    const std::vector<TrainExample>& examples, int64_t max_length,
                                    int64_t batch_size = 32);
+
+// F1 and AUPRC of the student on one labelled set.
+EvalRecord evaluate_student(const models::DebertaClassifier& model, const text::Tokenizer& tokenizer,
+                            const EvalSet& set, int64_t max_length, int64_t batch_size = 32);
 
 // Copies the tokenizer files a Hugging Face loader needs from `from` to `to` (those that exist).
 void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to);

@@ -23,12 +23,17 @@ std::string ProgressBar::format_duration(double seconds) {
   return fmt::format("{}s", s);
 }
 
+void ProgressBar::resume_from(size_t done) {
+  done_ = start_done_ = done;
+  start_ = std::chrono::steady_clock::now();
+}
+
 void ProgressBar::update(size_t done, const std::string& suffix) {
   done_ = done;
   if (!enabled_) return;
   const auto now = std::chrono::steady_clock::now();
   const double elapsed = std::chrono::duration<double>(now - start_).count();
-  const double rate = elapsed > 0 ? static_cast<double>(done_ - start_done_) / elapsed : 0.0;
+  const double rate = elapsed > 0 ? static_cast<double>(done_ > start_done_ ? done_ - start_done_ : 0) / elapsed : 0.0;
   const double eta = rate > 0 && total_ >= done_ ? static_cast<double>(total_ - done_) / rate : NAN;
   const double frac = total_ ? std::min(1.0, static_cast<double>(done_) / static_cast<double>(total_)) : 0.0;
   const std::string info = fmt::format("{} {}/{} {:.1f}/s elapsed {} ETA {}{}{}", label_, done_, total_, rate,

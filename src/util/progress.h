@@ -15,6 +15,8 @@ class ProgressBar {
   void advance(size_t by = 1, const std::string& suffix = "") { update(done_ + by, suffix); }
   void finish(const std::string& suffix = "");
   void set_total(size_t total) { total_ = total; }
+  // Restarts the clock at `done` (work of an earlier run or of set-up): rate and ETA count only work from here on.
+  void resume_from(size_t done);
 
   // "1h02m", "3m05s", "12s".
   static std::string format_duration(double seconds);

@@ -34,9 +34,14 @@ void add_sampling_options(CLI::App* cmd, augment::SamplingParams& s) {
   cmd->add_option("--max-tokens", s.max_tokens, "Tokens to generate per request at most")->capture_default_str();
 }
 
+// The bar is made at the pipeline's first report, which it sends when its loop starts (after model loading and
+// resume scanning), counting rows of earlier runs as already done: rate and ETA measure this run's work only.
 augment::Progress bar_progress(std::shared_ptr<ProgressBar>& bar, const std::string& label) {
   return [&bar, label](size_t done, size_t total) {
-    if (!bar) bar = std::make_shared<ProgressBar>(label, total);
+    if (!bar) {
+      bar = std::make_shared<ProgressBar>(label, total);
+      bar->resume_from(done);
+    }
     bar->set_total(total);
     bar->update(done);
   };
