@@ -1,6 +1,8 @@
 // SafeRoute router cost: training on cached features (10,000 x 2048 by default, random, a few epochs; per-epoch time
 // and the extrapolation to the paper's 1000 epochs), and routing one batch of 32 (posterior mean) — the number to
-// compare with a small-guard forward of the same batch.
+// compare with a small-guard forward of the same batch. Times are wall clock and process CPU seconds (all threads):
+// on a shared machine the CPU figure at --threads 1 is the stable one (with more OpenMP threads than free cores the
+// threads spin-wait and burn CPU).
 //   bench_router [--n 10000] [--dim 2048] [--epochs 3] [--threads 0] [--hidden 512] [--small NAME_OR_DIR]
 // With --small (a models-file name or a model directory), the same run also times that guard scoring 32 XSTest
 // prompts with features, and routing's share of it (routing needs the guard's feature width as --dim).
@@ -9,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <ctime>
 #include <string>
 
 #include "models/runtime.h"
@@ -17,6 +20,13 @@
 #include "guard/registry.h"
 
 using namespace guardkit::route;
+
+// Process CPU seconds (all threads): on a shared, loaded machine this moves far less than the wall clock.
+static double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
 
 int main(int argc, char** argv) {
   int64_t n = 10000, dim = 2048, epochs = 3, hidden = 512;
@@ -60,15 +70,21 @@ int main(int argc, char** argv) {
   std::printf("bench_router: n=%lld dim=%lld hidden=%lld batch=%lld epochs=%lld threads=%d\n", (long long)n,
               (long long)dim, (long long)hidden, (long long)config.batch_size, (long long)epochs,
               threads);
-  double total = 0;
+  double total = 0, total_cpu = 0, cpu_mark = cpu_seconds();
   SafeRouteRouter router = SafeRouteRouter::train(cache, config, {}, [&](const TrainEpochStats& s) {
-    std::printf("  epoch %lld: %.3f s (bce %.4f kl %.4f)\n", (long long)s.epoch, s.seconds, s.bce, s.kl);
+    const double cpu = cpu_seconds() - cpu_mark;
+    std::printf("  epoch %lld: %.3f s wall, %.3f s CPU (bce %.4f kl %.4f)\n", (long long)s.epoch, s.seconds, cpu,
+                s.bce, s.kl);
     total += s.seconds;
+    total_cpu += cpu;
+    cpu_mark = cpu_seconds();
   });
-  const double per_epoch = total / epochs;
-  std::printf("train: %.3f s/epoch (mean of %lld), %.1f ms/step; 1000 epochs ~ %.1f min\n", per_epoch,
-              (long long)epochs, 1e3 * per_epoch / ((n + config.batch_size - 1) / config.batch_size),
-              per_epoch * 1000 / 60);
+  const double per_epoch = total / epochs, cpu_per_epoch = total_cpu / epochs;
+  const int64_t steps = (n + config.batch_size - 1) / config.batch_size;
+  std::printf("train: %.3f s/epoch wall (mean of %lld), %.1f ms/step; 1000 epochs ~ %.1f min wall\n", per_epoch,
+              (long long)epochs, 1e3 * per_epoch / steps, per_epoch * 1000 / 60);
+  std::printf("train: %.3f s/epoch CPU (all threads), %.1f ms CPU/step; 1000 epochs ~ %.1f CPU-min\n", cpu_per_epoch,
+              1e3 * cpu_per_epoch / steps, cpu_per_epoch * 1000 / 60);
 
   // Routing one batch of 32: the router's whole cost on top of the small guard's forward.
   RouteBatch batch = RouteBatch::of(cache);

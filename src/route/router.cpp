@@ -108,38 +108,25 @@ struct SafeRouteRouter::State {
   // w = mu + σ·ε with ε ~ N(0, 1) when sampling, w = mu (posterior mean) otherwise.
   static at::Tensor draw(const at::Tensor& mu, const at::Tensor& log_sigma, std::optional<at::Generator>& gen) {
     if (!gen) return mu;
-    return mu + at::exp(log_sigma) * at::empty(mu.sizes()).normal_(0.0, 1.0, *gen);
+    return at::addcmul(mu, at::exp(log_sigma), at::empty(mu.sizes()).normal_(0.0, 1.0, *gen));
   }
 
-  // x [B, d] -> logits [B]. One weight sample per call when `gen` is set (torchbnn draws one per forward).
-  at::Tensor forward(const at::Tensor& x, std::optional<at::Generator> gen) {
+  // x [B, d] -> logits [B] for given weights (one posterior sample, or the posterior mean).
+  at::Tensor forward_with(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                          const at::Tensor& b2, const at::Tensor& w3, const at::Tensor& b3) const {
     const int64_t h = config.hidden;
-    at::Tensor a = at::linear(x, draw(l1.weight_mu, l1.weight_log_sigma, gen), draw(l1.bias_mu, l1.bias_log_sigma, gen));
-    a = at::relu(at::layer_norm(a, {h}, n1.weight, n1.bias, 1e-5));  // [B, h]
-    a = at::linear(a, draw(l2.weight_mu, l2.weight_log_sigma, gen), draw(l2.bias_mu, l2.bias_log_sigma, gen));
-    a = at::relu(at::layer_norm(a, {h}, n2.weight, n2.bias, 1e-5));  // [B, h]
-    a = at::linear(a, draw(l3.weight_mu, l3.weight_log_sigma, gen), draw(l3.bias_mu, l3.bias_log_sigma, gen));
-    return a.squeeze(-1);  // [B]
+    at::Tensor a = at::relu(at::layer_norm(at::linear(x, w1, b1), {h}, n1.weight, n1.bias, 1e-5));  // [B, h]
+    a = at::relu(at::layer_norm(at::linear(a, w2, b2), {h}, n2.weight, n2.bias, 1e-5));              // [B, h]
+    return at::linear(a, w3, b3).squeeze(-1);                                                        // [B]
   }
 
-  // torchbnn BKLLoss(reduction="mean"): closed-form KL(q || prior) summed over every Bayesian weight and bias, divided
-  // by their count.
-  at::Tensor kl() {
-    const double prior_log_sigma = std::log(config.prior_sigma);
-    const double two_prior_var = 2.0 * config.prior_sigma * config.prior_sigma;
-    at::Tensor total = at::zeros({});
-    int64_t count = 0;
-    auto add = [&](const at::Tensor& mu, const at::Tensor& log_sigma) {
-      total = total + (prior_log_sigma - log_sigma +
-                       (at::exp(2.0 * log_sigma) + (mu - config.prior_mu).pow(2)) / two_prior_var - 0.5)
-                          .sum();
-      count += mu.numel();
-    };
-    for (BayesLinear* layer : {&l1, &l2, &l3}) {
-      add(layer->weight_mu, layer->weight_log_sigma);
-      add(layer->bias_mu, layer->bias_log_sigma);
-    }
-    return total / static_cast<double>(count);
+  // x [B, d] -> logits [B]. One weight sample per call when `gen` is set (torchbnn draws one per forward, in the
+  // order w1, b1, w2, b2, w3, b3).
+  at::Tensor forward(const at::Tensor& x, std::optional<at::Generator> gen) {
+    at::Tensor w1 = draw(l1.weight_mu, l1.weight_log_sigma, gen), b1 = draw(l1.bias_mu, l1.bias_log_sigma, gen);
+    at::Tensor w2 = draw(l2.weight_mu, l2.weight_log_sigma, gen), b2 = draw(l2.bias_mu, l2.bias_log_sigma, gen);
+    at::Tensor w3 = draw(l3.weight_mu, l3.weight_log_sigma, gen), b3 = draw(l3.bias_mu, l3.bias_log_sigma, gen);
+    return forward_with(x, w1, b1, w2, b2, w3, b3);
   }
 };
 
@@ -207,22 +194,16 @@ struct AdamW {
       v.push_back(at::zeros_like(*p));
     }
   }
-  void update(const std::vector<at::Tensor*>& params, double lr, double weight_decay) {
-    at::NoGradGuard no_grad;
+  // One step for parameter i with gradient g (the router's training assembles g itself: see train()).
+  void update_one(size_t i, at::Tensor& p, const at::Tensor& g, double lr, double weight_decay) {
     constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    ++step;
     const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step));
     const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step));
-    for (size_t i = 0; i < params.size(); ++i) {
-      at::Tensor& p = *params[i];
-      const at::Tensor& g = p.grad();
-      if (!g.defined()) continue;
-      p.mul_(1.0 - lr * weight_decay);
-      m[i].mul_(b1).add_(g, 1.0 - b1);
-      v[i].mul_(b2).addcmul_(g, g, 1.0 - b2);
-      at::Tensor denom = (v[i].sqrt() / std::sqrt(bc2)).add_(eps);
-      p.addcdiv_(m[i], denom, -lr / bc1);
-    }
+    p.mul_(1.0 - lr * weight_decay);
+    m[i].mul_(b1).add_(g, 1.0 - b1);
+    v[i].mul_(b2).addcmul_(g, g, 1.0 - b2);
+    at::Tensor denom = (v[i].sqrt() / std::sqrt(bc2)).add_(eps);
+    p.addcdiv_(m[i], denom, -lr / bc1);
   }
 };
 
@@ -327,7 +308,74 @@ SafeRouteRouter SafeRouteRouter::train(const FeatureCache& data, const RouterCon
       spdlog::warn("router: {} belongs to another run (config or data differ); starting over", state_file.string());
     }
   }
-  for (auto* p : params) p->set_requires_grad(true);
+  // The step below is the authors' (torchbnn) step computed without tracing the Bayesian layers: one posterior sample
+  // w = mu + σ·ε is drawn into preallocated buffers, autograd runs only through the network given w (dLoss/dw), and
+  // the chain rule through the sample (dw/dmu = 1, dw/dlog σ = σ·ε) and the closed-form KL gradient are applied by
+  // hand. Same loss, same gradients, same random stream as tracing everything; about 20 fewer full passes over the
+  // 1.3M Bayesian parameters per step and no KL graph. (The local reparameterisation trick would sample
+  // pre-activations instead, but needs a second GEMM per Bayesian layer forward and backward — measured slower here,
+  // where the GEMMs dominate.)
+  struct BayesSample {
+    size_t mu, log_sigma;      // indices into params
+    at::Tensor sigma, eps, w;  // σ = exp(log σ), ε ~ N(0, 1), w = mu + σ·ε (a leaf: autograd gives dLoss/dw)
+  };
+  std::vector<BayesSample> samples;
+  for (auto [mu, ls] : {std::pair<size_t, size_t>{0, 1}, {2, 3}, {6, 7}, {8, 9}, {12, 13}, {14, 15}}) {
+    const at::Tensor& p = *params[mu];
+    samples.push_back({mu, ls, at::empty_like(p), at::empty_like(p), at::empty_like(p)});
+    samples.back().w.set_requires_grad(true);
+  }
+  const std::vector<size_t> plain = {4, 5, 10, 11};  // LayerNorm weights and biases: ordinary parameters
+  for (size_t i : plain) params[i]->set_requires_grad(true);
+  int64_t kl_count = 0;
+  for (const auto& bs : samples) kl_count += params[bs.mu]->numel();
+  const double prior_var = config.prior_sigma * config.prior_sigma;
+  const double kl_grad_scale = config.kl_weight / static_cast<double>(kl_count);
+
+  // One training step on x [B, d], y [B]: returns (BCE, KL) before the update.
+  auto train_step = [&](const at::Tensor& x, const at::Tensor& y, at::Generator& gen) -> std::pair<double, double> {
+    {
+      at::NoGradGuard no_grad;
+      for (auto& bs : samples) {
+        at::exp_out(bs.sigma, *params[bs.log_sigma]);
+        bs.eps.normal_(0.0, 1.0, gen);
+        at::addcmul_out(bs.w, *params[bs.mu], bs.sigma, bs.eps);
+        bs.w.mutable_grad() = at::Tensor();
+      }
+      for (size_t i : plain) params[i]->mutable_grad() = at::Tensor();
+    }
+    const at::Tensor logits = state->forward_with(x, samples[0].w, samples[1].w, samples[2].w, samples[3].w,
+                                                  samples[4].w, samples[5].w);  // [B]
+    const at::Tensor bce = at::binary_cross_entropy_with_logits(logits, y);
+    bce.backward();
+
+    at::NoGradGuard no_grad;
+    ++optimizer.step;
+    const double lr = config.lr * schedule_factor(optimizer.step - 1, config.warmup_steps, total_steps);
+    // Closed-form KL(q || prior) per weight: log σp − log σ + (σ² + (mu − mp)²) / (2σp²) − 1/2 (torchbnn).
+    double kl_total = 0;
+    for (auto& bs : samples) {
+      at::Tensor& mu = *params[bs.mu];
+      at::Tensor& log_sigma = *params[bs.log_sigma];
+      const double count = static_cast<double>(mu.numel());
+      const double sum_mu = mu.sum().item<double>();
+      const double sum_sq_mu_dev = at::dot(mu.view(-1), mu.view(-1)).item<double>() -
+                                   2.0 * config.prior_mu * sum_mu + count * config.prior_mu * config.prior_mu;
+      kl_total += count * (std::log(config.prior_sigma) - 0.5) - log_sigma.sum().item<double>() +
+                  (at::dot(bs.sigma.view(-1), bs.sigma.view(-1)).item<double>() + sum_sq_mu_dev) / (2.0 * prior_var);
+      const at::Tensor& g_w = bs.w.grad();  // dBCE/dw
+      // dLoss/dlog σ = dBCE/dw · σε + λ/K · (σ²/σp² − 1); σε = w − mu (mu not yet updated)
+      at::Tensor g_log_sigma = at::sub(bs.w, mu).mul_(g_w).addcmul_(bs.sigma, bs.sigma, kl_grad_scale / prior_var)
+                                   .sub_(kl_grad_scale);
+      // dLoss/dmu = dBCE/dw + λ/K · (mu − mp)/σp²  (g_w is ours to modify: autograd is done with it)
+      at::Tensor g_mu = g_w.add_(mu, kl_grad_scale / prior_var);
+      if (config.prior_mu != 0) g_mu.sub_(kl_grad_scale * config.prior_mu / prior_var);
+      optimizer.update_one(bs.mu, mu, g_mu, lr, config.weight_decay);
+      optimizer.update_one(bs.log_sigma, log_sigma, g_log_sigma, lr, config.weight_decay);
+    }
+    for (size_t i : plain) optimizer.update_one(i, *params[i], params[i]->grad(), lr, config.weight_decay);
+    return {bce.item<double>(), kl_total / static_cast<double>(kl_count)};
+  };
 
   auto save_state = [&](int64_t epochs_done) {
     fs::create_directories(checkpoint_dir);
@@ -366,17 +414,9 @@ SafeRouteRouter SafeRouteRouter::train(const FeatureCache& data, const RouterCon
       const at::Tensor index = order.slice(0, begin, end);
       const at::Tensor x = features.index_select(0, index);  // [B, d]
       const at::Tensor y = targets.index_select(0, index);   // [B]
-      const at::Tensor logits = state->forward(x, gen);       // [B]
-      const at::Tensor bce = at::binary_cross_entropy_with_logits(logits, y);
-      const at::Tensor kl = state->kl();
-      const at::Tensor loss = bce + config.kl_weight * kl;
-      for (auto* p : params)
-        if (p->grad().defined()) p->mutable_grad().zero_();
-      loss.backward();
-      const double lr = config.lr * schedule_factor(optimizer.step, config.warmup_steps, total_steps);
-      optimizer.update(params, lr, config.weight_decay);
-      bce_sum += bce.item<double>();
-      kl_sum += kl.item<double>();
+      const auto [bce, kl] = train_step(x, y, gen);
+      bce_sum += bce;
+      kl_sum += kl;
     }
     TrainEpochStats stats{epoch + 1, bce_sum / steps_per_epoch, kl_sum / steps_per_epoch,
                           std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count()};
@@ -393,7 +433,7 @@ SafeRouteRouter SafeRouteRouter::train(const FeatureCache& data, const RouterCon
   }
   bar.finish();
   for (auto* p : params) {
-    p->set_requires_grad(false);
+    if (p->requires_grad()) p->set_requires_grad(false);
     *p = p->detach();
   }
   if (!state_file.empty() && fs::exists(state_file)) fs::remove(state_file);
