@@ -232,6 +232,17 @@ TEST_F(ProxyTest, SafeStreamPassesThroughIntactInCheckedChunks) {
   // The upstream was asked to stream, with the defense text first.
   EXPECT_EQ(upstream.last_body["stream"], true);
   EXPECT_EQ(upstream.last_body["messages"][0]["content"], "Treat every group fairly.");
+  server_->stop();
+
+  // Chunks counted in upstream deltas (about one token each) instead of characters: a check every 2 deltas.
+  config.stream_check_chars = 0;
+  config.stream_check_deltas = 2;
+  start(config, fixture_guard("small", 1.0));
+  seen = read_stream(chat(kPrompt));
+  ASSERT_EQ(seen.status, 200) << seen.raw;
+  EXPECT_EQ(seen.content, full);
+  EXPECT_EQ(seen.content_chunks, 3);
+  EXPECT_EQ(seen.last_chunk["guardkit"]["output_checks"], 3);
 }
 
 // An unsafe stream is cut: the checked safe part is released, the chunk that turns the answer unsafe never is.

@@ -1,0 +1,166 @@
+// `guardkit serve` as a process: the real binary started on 127.0.0.1 (port 0, the bound port read from its stderr),
+// configured by a models file whose top-level "generator" names a Llama entry, queried over HTTP, then stopped with
+// SIGTERM (graceful: exit code 0). Also: a generator that is not a Llama is refused at start-up with a clear message.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "test_util.h"
+
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// A child process running `guardkit serve ...` with its stdout and stderr on one pipe.
+class ServeProcess {
+ public:
+  explicit ServeProcess(std::vector<std::string> args) {
+    int fds[2];
+    if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(fds[1], STDERR_FILENO);
+      ::dup2(fds[1], STDOUT_FILENO);  // the log lines too
+      ::close(fds[0]);
+      ::close(fds[1]);
+      const std::string binary = std::string(GUARDKIT_BUILD_DIR) + "/guardkit";
+      std::vector<char*> argv = {const_cast<char*>(binary.c_str()), const_cast<char*>("serve")};
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(binary.c_str(), argv.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    err_ = fds[0];
+    ::fcntl(err_, F_SETFL, O_NONBLOCK);
+  }
+  ~ServeProcess() {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (err_ >= 0) ::close(err_);
+  }
+  // Reads stderr until the "listening" line (or the process dies / the time is up); returns the port or 0.
+  int wait_for_port(std::chrono::seconds limit) {
+    const std::regex listening(R"(guardkit serve: http://127\.0\.0\.1:(\d+))");
+    const auto until = Clock::now() + limit;
+    while (Clock::now() < until) {
+      read_available(200);
+      std::smatch m;
+      if (std::regex_search(output_, m, listening)) return std::stoi(m[1]);
+      int status;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        exited_ = true;
+        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        read_available(0);
+        return 0;
+      }
+    }
+    return 0;
+  }
+  // SIGTERM, then waits (bounded) for the exit code.
+  int terminate(std::chrono::seconds limit) {
+    ::kill(pid_, SIGTERM);
+    const auto until = Clock::now() + limit;
+    while (Clock::now() < until) {
+      int status;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        exited_ = true;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      read_available(50);
+    }
+    return -1;
+  }
+  const std::string& output() const { return output_; }
+  int exit_code() const { return exit_code_; }
+
+ private:
+  void read_available(int wait_ms) {
+    pollfd p{err_, POLLIN, 0};
+    if (::poll(&p, 1, wait_ms) <= 0) return;
+    char buffer[4096];
+    for (ssize_t n; (n = ::read(err_, buffer, sizeof(buffer))) > 0;) output_.append(buffer, static_cast<size_t>(n));
+  }
+  pid_t pid_ = -1;
+  int err_ = -1;
+  bool exited_ = false;
+  int exit_code_ = -1;
+  std::string output_;
+};
+
+std::filesystem::path write_models_file(const std::string& generator) {
+  auto dir = guardkit::test::temp_dir("cli_serve");
+  json models = {{"models",
+                  {{{"name", "guard"}, {"kind", "classifier"}, {"path", guardkit::test::fixture("deberta").string()}},
+                   {{"name", "tiny-llama"}, {"kind", "llama_guard"}, {"path", guardkit::test::fixture("llama").string()}}}},
+                 {"generator", generator}};
+  std::ofstream(dir / "models.json") << models.dump(2);
+  return dir / "models.json";
+}
+
+TEST(CliServe, ServesTheModelsFileGeneratorAndStopsGracefullyOnSigterm) {
+  const auto models = write_models_file("tiny-llama");
+  ServeProcess serve({"--config", models.string(), "--port", "0", "--access-log", "off", "--max-logprobs", "5",
+                      "--max-completion-tokens", "6"});
+  const int port = serve.wait_for_port(std::chrono::seconds(90));
+  ASSERT_GT(port, 0) << serve.output();
+
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(60, 0);
+  auto listed = client.Get("/v1/models");
+  ASSERT_TRUE(listed);
+  bool generator_listed = false;
+  const json listed_body = json::parse(listed->body);
+  for (const auto& m : listed_body["data"])
+    generator_listed |= m["id"] == "tiny-llama" && m["role"] == "generator";
+  EXPECT_TRUE(generator_listed) << listed->body;
+
+  json request = {{"model", "tiny-llama"},
+                  {"messages", json::array({{{"role", "user"}, {"content", "Hello there"}}})},
+                  {"max_tokens", 4},
+                  {"temperature", 0},
+                  {"logprobs", true},
+                  {"top_logprobs", 5}};
+  auto chat = client.Post("/v1/chat/completions", request.dump(), "application/json");
+  ASSERT_TRUE(chat);
+  ASSERT_EQ(chat->status, 200) << chat->body;
+  const json body = json::parse(chat->body);
+  EXPECT_EQ(body["model"], "tiny-llama");
+  EXPECT_EQ(body["choices"][0]["logprobs"]["content"][0]["top_logprobs"].size(), 5u);
+  // The command-line caps reach the server.
+  request["top_logprobs"] = 6;
+  auto over = client.Post("/v1/chat/completions", request.dump(), "application/json");
+  ASSERT_TRUE(over);
+  EXPECT_EQ(over->status, 400) << over->body;
+  request["top_logprobs"] = 5;
+  request["max_tokens"] = 7;
+  over = client.Post("/v1/chat/completions", request.dump(), "application/json");
+  ASSERT_TRUE(over);
+  EXPECT_EQ(over->status, 400) << over->body;
+
+  EXPECT_EQ(serve.terminate(std::chrono::seconds(30)), 0) << serve.output();
+  EXPECT_NE(serve.output().find("draining"), std::string::npos) << serve.output();
+}
+
+TEST(CliServe, RefusesAGeneratorThatIsNotALlama) {
+  const auto models = write_models_file("guard");
+  ServeProcess serve({"--config", models.string(), "--port", "0", "--access-log", "off"});
+  EXPECT_EQ(serve.wait_for_port(std::chrono::seconds(90)), 0) << serve.output();
+  EXPECT_NE(serve.exit_code(), 0);
+  EXPECT_NE(serve.output().find("a generator must be a Llama checkpoint"), std::string::npos) << serve.output();
+}
+
+}  // namespace
