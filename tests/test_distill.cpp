@@ -276,3 +276,153 @@ TEST(Bootstrap, TinyRunServesSafeRouteThroughTheRegistry) {
   train::bootstrap(o);
   EXPECT_EQ(std::filesystem::last_write_time(o.out_dir / "large" / "model.safetensors"), before);
 }
+
+namespace {
+// A DeBERTa-v3-style config, trained from scratch in the test.
+models::DebertaConfig tiny_config(int64_t vocab, int64_t hidden, int64_t layers, int64_t heads) {
+  auto json = test::load_json(test::fixture("deberta") / "config.json");
+  json["vocab_size"] = vocab;
+  json["hidden_size"] = json["pooler_hidden_size"] = hidden;
+  json["intermediate_size"] = 2 * hidden;
+  json["num_hidden_layers"] = layers;
+  json["num_attention_heads"] = heads;
+  json["initializer_range"] = 0.02;
+  json["position_buckets"] = 64;
+  return models::DebertaConfig::from_json(json);
+}
+
+namespace fs = std::filesystem;
+// A SentencePiece vocabulary of the training rows (Debian's spm_train in its own process, as bootstrap does) next to
+// the fixture's DeBERTa-v3 tokenizer files, [MASK] after the pieces.
+fs::path train_vocabulary(const std::vector<train::TrainExample>& rows, const fs::path& dir, int vocab_size) {
+  fs::create_directories(dir);
+  {
+    std::ofstream corpus(dir / "corpus.txt");
+    for (const auto& r : rows) {
+      std::string line = r.prompt;
+      for (auto& c : line)
+        if (c == '\n' || c == '\r') c = ' ';
+      corpus << line << '\n';
+    }
+  }
+  const std::string cmd = "spm_train --input='" + (dir / "corpus.txt").string() + "' --model_prefix='" +
+                          (dir / "spm").string() + "' --vocab_size=" + std::to_string(vocab_size) +
+                          " --model_type=unigram --character_coverage=0.9995 --pad_id=0 --bos_id=1 --eos_id=2"
+                          " --unk_id=3 --pad_piece=[PAD] --bos_piece=[CLS] --eos_piece=[SEP] --unk_piece=[UNK]"
+                          " --hard_vocab_limit=false --num_threads=1 --minloglevel=2 > '" +
+                          (dir / "spm_train.log").string() + "' 2>&1";
+  if (std::system(cmd.c_str()) != 0) throw std::runtime_error("spm_train failed: see " + (dir / "spm_train.log").string());
+  fs::copy_file(test::fixture("deberta") / "special_tokens_map.json", dir / "special_tokens_map.json");
+  auto config = test::load_json(test::fixture("deberta") / "tokenizer_config.json");
+  config.erase("added_tokens_decoder");  // the fixture's ids; added_tokens.json below places [MASK]
+  std::ofstream(dir / "tokenizer_config.json") << config.dump(2);
+  auto pieces = 0;
+  {
+    std::ifstream vocab(dir / "spm.vocab");
+    std::string line;
+    while (std::getline(vocab, line)) ++pieces;
+  }
+  std::ofstream(dir / "added_tokens.json") << "{\"[MASK]\": " << pieces << "}";
+  return dir;
+}
+
+std::vector<train::TrainExample> as_train(const std::vector<eval::Example>& rows) {
+  std::vector<train::TrainExample> out;
+  for (const auto& r : rows) out.push_back({r.prompt, r.response, r.label, std::nullopt});
+  return out;
+}
+}  // namespace
+
+// Issue 6 "done when": on the shared data, a tiny student distilled from a teacher (soft labels = the teacher's
+// P(unsafe), loss 0.5·(CE + KL), the trainer's own code path) scores a held-out dataset it never saw — a different
+// dataset from every training one — with a clearly higher AUPRC than the same student untrained, and than a control
+// student distilled from the teacher's scores shuffled across rows.
+// Training sets are MIT-licensed (commercial use allowed): OpenAI moderation samples (both classes) plus harmful
+// requests from AdvBench and StrongREJECT. Held out: XSTest prompts (CC-BY-4.0; 200 unsafe, 250 safe look-alikes).
+TEST(Distill, DistilledStudentBeatsTheUntrainedStudentOnAHeldOutSet) {
+  // One thread: these models are tiny (OpenMP only adds overhead, and on a loaded machine a lot), and the run is the
+  // same on every machine.
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  struct Restore {
+    int threads;
+    ~Restore() { at::set_num_threads(threads); }
+  } restore{threads};
+  const auto t0 = std::chrono::steady_clock::now();
+  auto dir = test::temp_dir("distill_heldout");
+  const int64_t max_length = 32;
+
+  std::vector<train::TrainExample> train_rows;
+  for (const char* name : {"openai_moderation", "advbench_behaviors", "strongreject"}) {
+    const auto* info = eval::find_dataset(name);
+    ASSERT_NE(info, nullptr);
+    ASSERT_FALSE(info->evaluation_only) << name;
+    auto part = as_train(eval::load_dataset(name));
+    train_rows.insert(train_rows.end(), part.begin(), part.end());
+  }
+  std::shuffle(train_rows.begin(), train_rows.end(), std::mt19937_64(7));
+  train::EvalSet held_out{"xstest_prompts", as_train(eval::load_dataset("xstest_prompts"))};
+  ASSERT_EQ(held_out.examples.size(), 450u);
+
+  // A 2000-piece vocabulary of the training rows (teacher and student share it).
+  const fs::path tok_dir = train_vocabulary(train_rows, dir / "tokenizer", 2000);
+  auto tokenizer = text::load_tokenizer(tok_dir);
+  const int64_t vocab = static_cast<int64_t>(tokenizer->vocab_size());
+  train::DistillOptions o;
+  o.lr = 2e-3;
+  o.weight_decay = 0.01;
+  o.epochs = 4;
+  o.batch_size = o.micro_batch_size = 32;
+  o.warmup_steps = 10;
+  o.max_length = max_length;
+  o.checkpoint_every = 1000;
+  o.show_progress = false;
+
+  // The teacher: a bigger DeBERTa trained on the gold labels (CE only: no soft labels yet).
+  models::DebertaLoadOptions trainable;
+  trainable.trainable = true;
+  auto teacher = models::DebertaClassifier::random(tiny_config(vocab, 64, 2, 4), 1, trainable);
+  train::distill(teacher, *tokenizer, tok_dir, train_rows, o, dir / "teacher");
+  const auto teacher_eval = train::evaluate_student(teacher, *tokenizer, held_out, max_length);
+
+  // Soft labels: the teacher's P(unsafe) on the training rows.
+  auto soft = train::predict_unsafe(teacher, *tokenizer, train_rows, max_length);
+  auto student_rows = train_rows;
+  for (size_t i = 0; i < student_rows.size(); ++i) student_rows[i].soft_label = soft[i];
+
+  // The student, untrained and then distilled (same initial weights: same seed).
+  const auto student_config = tiny_config(vocab, 32, 1, 2);
+  const auto untrained = models::DebertaClassifier::random(student_config, 2);
+  const auto before = train::evaluate_student(untrained, *tokenizer, held_out, max_length);
+  auto student = models::DebertaClassifier::random(student_config, 2, trainable);
+  o.lr = 2e-3;
+  o.epochs = 3;
+  o.seed = 43;
+  o.eval_sets = {held_out};
+  auto state = train::distill(student, *tokenizer, tok_dir, student_rows, o, dir / "student");
+  ASSERT_TRUE(state.finished);
+  ASSERT_FALSE(state.evals.empty());
+  const auto& after = state.evals.back();  // the trainer's own evaluation at the end
+  EXPECT_EQ(after.step, state.step);
+  EXPECT_EQ(after.rows, 450u);
+
+  // Control: the same student trained the same way on the teacher's scores shuffled across rows learns no signal.
+  auto shuffled_rows = student_rows;
+  std::shuffle(soft.begin(), soft.end(), std::mt19937_64(11));
+  for (size_t i = 0; i < shuffled_rows.size(); ++i) shuffled_rows[i].soft_label = soft[i];
+  auto control = models::DebertaClassifier::random(student_config, 2, trainable);
+  auto control_state = train::distill(control, *tokenizer, tok_dir, shuffled_rows, o, dir / "control");
+  const auto& noise = control_state.evals.back();
+
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("held-out %s: AUPRC untrained %.4f, distilled %.4f (teacher %.4f, shuffled-teacher control %.4f); "
+              "F1 %.4f -> %.4f; %zu training rows, %.1f s\n",
+              held_out.name.c_str(), before.auprc, after.auprc, teacher_eval.auprc, noise.auprc, before.f1, after.f1,
+              train_rows.size(), seconds);
+  // Measured here (seeds fixed, one thread): untrained 0.569, distilled 0.670, control 0.522, teacher 0.608.
+  // Base rate 200/450 = 0.444: an uninformed scorer sits near it.
+  EXPECT_GT(after.auprc, before.auprc + 0.07);
+  EXPECT_GT(after.auprc, noise.auprc + 0.10);
+  EXPECT_GT(after.auprc, 0.444 + 0.15);
+  EXPECT_LT(state.losses.back(), state.losses.front());
+}
