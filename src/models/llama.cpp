@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "io/safetensors.h"
 #include "models/weights.h"
@@ -296,7 +297,8 @@ at::Tensor LlamaModel::mlp(const Layer& layer, const at::Tensor& x) const {
 
 ForwardOutput LlamaModel::forward(const at::Tensor& input_ids_in, const at::Tensor& attention_mask, KVCache* cache,
                                   const ForwardOptions& options) const {
-  at::NoGradGuard no_grad;
+  std::optional<at::NoGradGuard> no_grad;
+  if (!options.enable_grad) no_grad.emplace();
   if (input_ids_in.dim() != 2 || input_ids_in.size(1) == 0 || input_ids_in.size(0) == 0)
     fail("Llama forward: input_ids must be [batch, tokens] with both > 0, got [{}]",
          fmt::join(input_ids_in.sizes().vec(), ", "));

@@ -71,6 +71,9 @@ struct ForwardOptions {
   LogitsMode logits = LogitsMode::Last;
   std::vector<int64_t> chosen_ids;     // for LogitsMode::LastChosen
   bool layer_hidden_at_last = false;   // also return HF's hidden_states at the last real token of each row
+  // Record the autograd graph (training: weights given to from_tensors as leaves that require grad). Off by default:
+  // inference runs under NoGradGuard. Same numbers either way.
+  bool enable_grad = false;
 };
 
 struct ForwardOutput {
