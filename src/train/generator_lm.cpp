@@ -683,7 +683,7 @@ GeneratorResult train_generator(const fs::path& out_dir, const GeneratorOptions&
                state.total_steps, B);
 
   ProgressBar progress("train-generator", static_cast<size_t>(state.total_steps), o.show_progress);
-  progress.update(static_cast<size_t>(state.step));
+  progress.resume_from(static_cast<size_t>(state.step));  // rate and ETA from this run's steps only
   int64_t run_steps = 0;
   while (state.step < state.total_steps && !state.finished) {
     optimizer.set_lr(scheduled_lr(o, state.step, state.total_steps));
