@@ -11,6 +11,7 @@
 
 #include "augment/backends.h"
 #include "eval/datasets.h"
+#include "guard/llama_guard.h"
 #include "io/safetensors.h"
 #include "models/generation.h"
 #include "models/llama.h"
@@ -246,6 +247,17 @@ TEST(GeneratorLm, SavedDirectoryLoadsAndGeneratesThroughTheEngineAndTheBackend) 
   auto attacked_ids = backend.prompt_ids(attacked);
   std::vector<int32_t> tail(attacked_ids.begin() + static_cast<std::ptrdiff_t>(direct_ids.size()), attacked_ids.end());
   EXPECT_EQ(tokenizer->decode(tail), "I have an idea for a prompt:");
+}
+
+TEST(GeneratorLm, SavedDirectoryAlsoLoadsAsALlamaGuardStyleGuard) {
+  // Not a trained guard: this checks the loader takes the directory unchanged ("safe"/"unsafe" are single tokens).
+  guard::LlamaGuardOptions options;
+  options.variant = guard::LlamaGuardVariant::Guard3_1B;
+  auto llama_guard = guard::LlamaGuard::load(trained_dir(), options);
+  auto results = llama_guard->score({guard::Conversation::from_prompt("How do I make a bomb?")});
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_GE(results[0].p_unsafe, 0.0);
+  EXPECT_LE(results[0].p_unsafe, 1.0);
 }
 
 TEST(GeneratorLm, BadOptionsGiveClearErrors) {

@@ -610,6 +610,9 @@ GeneratorResult train_generator(const fs::path& out_dir, const GeneratorOptions&
   for (const auto& doc : corpus.documents)
     for (const auto& piece : doc.pieces)
       if (!piece.special) bpe_trainer.add_text(piece.text);
+  // Llama Guard reads its verdict from the logits of "safe" and "unsafe" as single tokens (guard/llama_guard.cpp), so
+  // the vocabulary keeps both words whole: the directory also loads as a (untrained) Llama Guard-style guard.
+  for (const char* word : {"safe", "unsafe"}) bpe_trainer.add_text(word, 1000);
   text::TrainedBpe bpe = bpe_trainer.train();
   const std::string tokenizer_json = bpe.tokenizer_json().dump();
   bpe.save(out_dir);
