@@ -77,8 +77,8 @@ fs::path write_random_llama(const fs::path& dir, int64_t layers) {
 }
 
 // The requests of the first `n` instruction-generation calls, as generate_instructions builds them (exemplars from
-// AdvBench, the affirmative prefix, top-p sampling). same_seed = one seed for all (they batch together); otherwise
-// the pipeline's per-request seeds, which the local backend cannot batch (one sampler seed per generate call).
+// AdvBench, the affirmative prefix, top-p sampling), with the pipeline's per-request seeds or one shared seed (both
+// run as one batch since GenerationOptions::row_seeds; before it, per-request seeds meant one call per request).
 std::vector<augment::ChatRequest> instruction_requests(size_t n, int max_tokens, bool same_seed) {
   augment::InstructionConfig config;
   auto seeds = eval::load_dataset("advbench_behaviors");
@@ -124,7 +124,7 @@ void bench_generation(const std::string& label, const fs::path& model_dir, const
     std::cout << fmt::format(
         "generate | {} {} | {} requests ({}) | prompt {:.0f} tok/request | {} new tokens in {:.2f} s = {:.1f} "
         "new tokens/s, {:.2f} requests/s (process CPU {:.2f} s) | load {:.2f} s\n",
-        label, dtype, requests, same_seed ? "one seed: one batch" : "pipeline seeds: one call each",
+        label, dtype, requests, same_seed ? "one shared seed" : "the pipeline's per-request seeds",
         static_cast<double>(prompt_tokens) / static_cast<double>(requests), new_tokens, wall,
         static_cast<double>(new_tokens) / wall, static_cast<double>(requests) / wall, cpu, load_s);
   }

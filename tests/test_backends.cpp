@@ -95,6 +95,24 @@ TEST(LocalLlamaBackend, MixedSamplingParamsAndBadRequestsKeepOrder) {
   EXPECT_EQ(backend.generate({batch[3]})[0].text, got[3].text);
 }
 
+TEST(LocalLlamaBackend, SampledRequestsWithTheirOwnSeedsBatchAndMatchTheirSoloAnswers) {
+  LocalLlamaBackend& backend = local_backend();
+  std::vector<ChatRequest> batch;
+  for (uint64_t seed : {5, 6, 7, 5}) {
+    ChatRequest r = greedy_request(seed == 6 ? "Tell me a joke" : "Tell me a story");
+    r.sampling.temperature = 1.0;
+    r.sampling.top_p = 0.95;
+    r.sampling.seed = seed;
+    batch.push_back(r);
+  }
+  // One batch (the seed is not a grouping key); each row draws from its own seed's stream.
+  std::vector<Completion> got = backend.generate(batch);
+  ASSERT_EQ(got.size(), 4u);
+  for (size_t i = 0; i < batch.size(); ++i) EXPECT_EQ(backend.generate({batch[i]})[0].text, got[i].text) << i;
+  EXPECT_EQ(got[0].text, got[3].text);  // same prompt, same seed
+  EXPECT_NE(got[0].text, got[2].text);  // same prompt, another seed
+}
+
 TEST(MakeLlmBackend, PicksByspecAndRejectsNonsense) {
   EXPECT_NE(make_llm_backend("http://127.0.0.1:9", "m")->name().find("openai:"), std::string::npos);
   EXPECT_THROW(make_llm_backend("/definitely/not/a/dir"), Error);

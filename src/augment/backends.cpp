@@ -49,8 +49,9 @@ bool cut_at_stop(std::string& text, const std::vector<std::string>& stops) {
 std::string sampling_key(const SamplingParams& p) {
   nlohmann::json key = {{"t", p.temperature}, {"p", p.top_p},         {"k", p.top_k},
                         {"r", p.repetition_penalty}, {"m", p.max_tokens}, {"stop", p.stop}};
-  // Greedy decoding ignores the seed, so greedy requests with different seeds still batch together.
-  if (p.temperature > 0) key["seed"] = p.seed ? nlohmann::json(*p.seed) : nlohmann::json(nullptr);
+  // The seed is not part of the key: every sampled row draws from its own seed's stream (GenerationOptions::
+  // row_seeds), so requests with different seeds batch together and get what they would get alone. Unseeded
+  // requests get a random seed each.
   return key.dump();
 }
 
@@ -95,7 +96,7 @@ std::vector<Completion> LocalLlamaBackend::generate_group(const std::vector<cons
   g.top_k = p.top_k;
   g.top_p = p.top_p;
   g.repetition_penalty = p.repetition_penalty;
-  g.seed = p.seed ? *p.seed : std::random_device{}();
+  for (const ChatRequest* r : requests) g.row_seeds.push_back(r->sampling.seed ? *r->sampling.seed : std::random_device{}());
   if (model_->config().pad_token_id) g.pad_id = *model_->config().pad_token_id;
 
   std::vector<std::vector<int64_t>> prompts;

@@ -114,7 +114,12 @@ GenerationResult generate(const LlamaModel& model, const std::vector<std::vector
   if (options.max_new_tokens == 0) return result;
 
   std::vector<std::mt19937_64> rngs;
-  for (int64_t b = 0; b < B; ++b) rngs.emplace_back(options.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(b));
+  if (!options.row_seeds.empty() && options.row_seeds.size() != static_cast<size_t>(B))
+    fail("generate: {} row seeds for {} prompts", options.row_seeds.size(), B);
+  for (int64_t b = 0; b < B; ++b)
+    rngs.emplace_back(options.row_seeds.empty()
+                          ? options.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(b)
+                          : options.row_seeds[static_cast<size_t>(b)] * 0x9E3779B97F4A7C15ull);
   std::vector<std::vector<int64_t>> history(prompts.begin(), prompts.end());
   std::vector<bool> finished(static_cast<size_t>(B), false);
   std::vector<int64_t> next(static_cast<size_t>(B), options.pad_id);

@@ -19,6 +19,9 @@ struct GenerationOptions {
   double top_p = 1.0;                // sampling only; 1 = off
   double repetition_penalty = 1.0;   // HF CTRL-style over prompt + generated ids; 1 = off
   uint64_t seed = 0;                 // sampling is reproducible for a seed (per row: its own stream)
+  // Optional, one per prompt: row b samples from the stream a batch of one with seed row_seeds[b] would use, so
+  // requests with different seeds still share one batch (HarmAug's per-request seeds).
+  std::vector<uint64_t> row_seeds;
   std::vector<int64_t> stop_ids;     // generation of a row ends after it emits one of these (kept in the output)
   bool stop_at_eos = true;           // add the config's eos ids to stop_ids
   int64_t pad_id = 0;                // filler for left padding of the batch (masked, never attended)
