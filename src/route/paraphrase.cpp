@@ -1,6 +1,12 @@
 #include "route/paraphrase.h"
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <unordered_map>
+
 #include "eval/example.h"
+#include "util/jsonl.h"
 #include "util/error.h"
 #include "util/progress.h"
 
@@ -54,6 +60,20 @@ std::optional<ParsedParaphrase> parse_paraphrase(const std::string& text) {
   return parsed;
 }
 
+namespace {
+augment::ChatRequest paraphrase_request(const LabeledExample& source, int round, size_t item,
+                                        const ParaphraseOptions& options) {
+  const auto& conversation = source.conversation;
+  augment::ChatRequest request;
+  request.messages.push_back(
+      {"user", paraphrase_instruction(conversation.last_prompt(), conversation.last_response(), options.style)});
+  request.sampling.temperature = options.temperature;
+  request.sampling.max_tokens = options.max_tokens;
+  request.sampling.seed = request_seed(options.seed, round, item);
+  return request;
+}
+}  // namespace
+
 std::vector<LabeledExample> paraphrase_round(augment::LlmBackend& backend, const std::vector<LabeledExample>& sources,
                                              int round, const ParaphraseOptions& options, ParaphraseStats* stats) {
   if (options.batch_size == 0) fail("paraphrase: batch size must be positive");
@@ -63,13 +83,7 @@ std::vector<LabeledExample> paraphrase_round(augment::LlmBackend& backend, const
     const size_t end = std::min(sources.size(), begin + options.batch_size);
     std::vector<augment::ChatRequest> requests;
     for (size_t i = begin; i < end; ++i) {
-      const auto& conversation = sources[i].conversation;
-      augment::ChatRequest request;
-      request.messages.push_back(
-          {"user", paraphrase_instruction(conversation.last_prompt(), conversation.last_response(), options.style)});
-      request.sampling.temperature = options.temperature;
-      request.sampling.max_tokens = options.max_tokens;
-      request.sampling.seed = request_seed(options.seed, round, i);
+      augment::ChatRequest request = paraphrase_request(sources[i], round, i, options);
       requests.push_back(std::move(request));
     }
     const auto completions = backend.generate(requests);
@@ -138,6 +152,99 @@ std::vector<LabeledExample> paraphrase_examples(augment::LlmBackend& backend,
     all.insert(all.end(), generated.begin(), generated.end());
   }
   return all;
+}
+
+ParaphraseLogResult paraphrase_to_log(augment::LlmBackend& backend, const std::vector<LabeledExample>& sources,
+                                      const ParaphraseOptions& options, const fs::path& log) {
+  using nlohmann::json;
+  if (options.rounds < 0) fail("paraphrase: rounds must be >= 0, got {}", options.rounds);
+  if (options.batch_size == 0) fail("paraphrase: batch size must be positive");
+  std::unordered_map<std::string, size_t> source_index;
+  for (size_t i = 0; i < sources.size(); ++i)
+    if (!source_index.emplace(sources[i].id, i).second)
+      fail("paraphrase: source id '{}' appears twice (ids name the paraphrases and make resuming possible)",
+           sources[i].id);
+
+  ParaphraseLogResult result;
+  std::set<std::string> done;
+  auto take_line = [&](const json& row, const std::string& where) {
+    const std::string id = row.value("id", "");
+    const std::string status = row.value("status", "");
+    if (id.empty() || (status != "parsed" && status != "unparsable"))
+      fail("{}: not a paraphrase log line (needs id and status parsed|unparsable)", where);
+    if (!done.insert(id).second) fail("{}: id '{}' logged twice", where, id);
+    ++result.logged;
+    if (status == "unparsable") {
+      ++result.unparsable;
+      return;
+    }
+    LabeledExample example;
+    example.id = id;
+    std::optional<std::string> response;
+    if (row.contains("response") && row["response"].is_string()) response = row["response"].get<std::string>();
+    example.conversation = guard::Conversation::from_pair(row.value("prompt", ""), std::move(response));
+    example.label = row.value("label", 0);
+    result.parsed.push_back(std::move(example));
+  };
+  size_t line = 0;
+  for (const json& row : read_jsonl_log_for_resume(log)) take_line(row, fmt::format("{}:{}", log.string(), ++line));
+
+  // (round, item) pairs still to ask, rounds in order.
+  std::vector<std::pair<int, size_t>> todo;
+  for (int round = 0; round < options.rounds; ++round)
+    for (size_t i = 0; i < sources.size(); ++i) {
+      if (done.count(fmt::format("{}#para{}", sources[i].id, round))) ++result.skipped;
+      else todo.emplace_back(round, i);
+    }
+  if (!log.parent_path().empty()) fs::create_directories(log.parent_path());
+  std::ofstream out(log, std::ios::app | std::ios::binary);
+  if (!out) fail("{}: cannot open for appending", log.string());
+  ProgressBar bar("paraphrase", result.skipped + todo.size(), options.progress);
+  bar.resume_from(result.skipped);
+  for (size_t begin = 0; begin < todo.size(); begin += options.batch_size) {
+    const size_t end = std::min(todo.size(), begin + options.batch_size);
+    std::vector<augment::ChatRequest> requests;
+    for (size_t k = begin; k < end; ++k)
+      requests.push_back(paraphrase_request(sources[todo[k].second], todo[k].first, todo[k].second, options));
+    const auto completions = backend.generate(requests);
+    if (completions.size() != requests.size())
+      fail("paraphrase: backend '{}' returned {} completions for {} requests", backend.name(), completions.size(),
+           requests.size());
+    std::string lines;
+    for (size_t k = 0; k < completions.size(); ++k) {
+      const auto [round, item] = todo[begin + k];
+      const LabeledExample& source = sources[item];
+      ++result.this_run.requested;
+      if (completions[k].error) {
+        ++result.this_run.failed_requests;
+        continue;
+      }
+      json row = {{"id", fmt::format("{}#para{}", source.id, round)},
+                  {"source_id", source.id},
+                  {"round", round},
+                  {"label", source.label}};
+      if (auto parsed = parse_paraphrase(completions[k].text)) {
+        ++result.this_run.parsed;
+        row["status"] = "parsed";
+        row["prompt"] = parsed->prompt;
+        row["response"] = parsed->response ? json(*parsed->response) : json(nullptr);
+      } else {
+        ++result.this_run.dropped_unparsable;
+        row["status"] = "unparsable";
+        row["text"] = completions[k].text;
+      }
+      const std::string text = to_jsonl_line(row);
+      take_line(json::parse(text), log.string());  // what the log will hold, read back the way a rerun reads it
+      lines += text + "\n";
+    }
+    out << lines;
+    out.flush();
+    if (!out) fail("{}: write failed", log.string());
+    bar.update(result.skipped + end, fmt::format("parsed {} dropped {}", result.this_run.parsed,
+                                                 result.this_run.dropped_unparsable));
+  }
+  bar.finish();
+  return result;
 }
 
 }  // namespace guardkit::route

@@ -59,4 +59,20 @@ std::vector<LabeledExample> paraphrase_examples(augment::LlmBackend& backend,
                                                 const std::filesystem::path& out_dir = {},
                                                 ParaphraseStats* stats = nullptr);
 
+// The resumable form `guardkit route paraphrase` uses: one request per (round, source item), rounds in order; each
+// answered request becomes one line of the JSONL `log`, appended as its batch finishes:
+//   {"id": "<source id>#para<round>", "source_id", "round", "label", "status": "parsed", "prompt", "response"}
+//   {"id", "source_id", "round", "label", "status": "unparsable", "text": <the raw output>}
+// A rerun skips every id already in the log (a torn last line is redone); failed requests are not logged, so the
+// next run retries them. Source ids must be unique.
+struct ParaphraseLogResult {
+  std::vector<LabeledExample> parsed;  // every parsed row of the log, in log order (this run's and earlier runs')
+  size_t logged = 0;                   // lines in the log now
+  size_t unparsable = 0;               // unparsable lines in the log now
+  size_t skipped = 0;                  // requests skipped because an earlier run logged them
+  ParaphraseStats this_run;
+};
+ParaphraseLogResult paraphrase_to_log(augment::LlmBackend& backend, const std::vector<LabeledExample>& sources,
+                                      const ParaphraseOptions& options, const std::filesystem::path& log);
+
 }  // namespace guardkit::route

@@ -1,4 +1,5 @@
 // `guardkit route features|train|eval`: SafeRoute end to end.
+//   paraphrase: augment router training data with LLM paraphrases (papers.md §1.2), scored by both guards
 //   features: score a dataset with the small guard (+ features) and the large guard, cache to safetensors
 //   train:    train the Bayesian router on a cache; save router.safetensors + router.json
 //   eval:     SafeRoute and every baseline on test caches: safety F1, routing F1, large share, relative FLOPs and
@@ -6,6 +7,7 @@
 // Guards are resolved through guard/registry.h: names from a models file, or model directories named directly.
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -15,7 +17,9 @@
 #include "models/runtime.h"
 #include "route/baselines.h"
 #include "route/features.h"
+#include "augment/backends.h"
 #include "route/metrics.h"
+#include "route/paraphrase.h"
 #include "route/router.h"
 #include "route/threshold.h"
 #include "util/error.h"
@@ -61,8 +65,16 @@ struct FeaturesArgs {
   size_t limit = 0;
 };
 
+struct ParaphraseArgs {
+  std::string llm, llm_model, data, small, large, models, out, style = "code";
+  route::ParaphraseOptions options;
+  int guard_batch = 8;
+  size_t limit = 0;
+};
+
 struct TrainArgs {
-  std::string train, val, out, threshold = "default";
+  std::vector<std::string> train;
+  std::string val, out, threshold = "default";
   route::RouterConfig config;
 };
 
@@ -93,9 +105,82 @@ void run_features(const FeaturesArgs& a, const GlobalOptions& global) {
              cache.seconds_small, cache.seconds_large);
 }
 
+void run_paraphrase(const ParaphraseArgs& a, const GlobalOptions& global) {
+  models::init_runtime(global.threads);
+  route::ParaphraseOptions options = a.options;
+  if (a.style == "code") options.style = route::ParaphraseStyle::Code;
+  else if (a.style == "paper") options.style = route::ParaphraseStyle::Paper;
+  else fail("--style must be 'code' or 'paper', got '{}'", a.style);
+  if (a.guard_batch <= 0) fail("--guard-batch must be positive, got {}", a.guard_batch);
+  auto sources = route::load_labeled(a.data);
+  if (a.limit && sources.size() > a.limit) sources.resize(a.limit);
+  // Guards first: a wrong name fails before any LLM time is spent.
+  auto registry = guard::ModelRegistry::load_default(a.models);
+  auto small = registry.guard(a.small);
+  auto large = registry.guard(a.large);
+  const fs::path out(a.out);
+  fs::create_directories(out);
+  const fs::path log = out / "paraphrases.jsonl", cache_path = out / "features.safetensors";
+
+  route::ParaphraseLogResult result;
+  {
+    auto backend = augment::make_llm_backend(a.llm, a.llm_model);
+    result = route::paraphrase_to_log(*backend, sources, options, log);
+  }  // the generator's memory is freed before the guards run
+  const auto& r = result.this_run;
+  fmt::print("{}: {} lines ({} parsed, {} unparsable and dropped); this run: {} requests ({} already logged), {} parsed, "
+             "{} unparsable, {} failed (retried by the next run)\n",
+             log.string(), result.logged, result.parsed.size(), result.unparsable, r.requested, result.skipped,
+             r.parsed, r.dropped_unparsable, r.failed_requests);
+
+  // Labels re-derived: every parsed paraphrase is scored by both guards (features from the small guard's pass). A
+  // finished cache whose ids start the parsed list is continued: it becomes the partial of the longer one.
+  if (fs::exists(cache_path)) {
+    const auto previous = route::load_feature_cache(cache_path);
+    bool prefix = previous.size() <= result.parsed.size();
+    for (size_t i = 0; prefix && i < previous.size(); ++i) prefix = previous.ids[i] == result.parsed[i].id;
+    if (!prefix) fail("{}: does not match {} (delete it to rescore)", cache_path.string(), log.string());
+    if (previous.size() < result.parsed.size()) fs::rename(cache_path, cache_path.string() + ".partial");
+  }
+  route::FeatureCache cache;
+  if (fs::exists(cache_path)) {
+    cache = route::load_feature_cache(cache_path);
+    fmt::print("{}: up to date ({} rows)\n", cache_path.string(), cache.size());
+  } else {
+    route::FeatureBuildOptions build;
+    build.batch_size = a.guard_batch;
+    cache = route::build_feature_cache(*small, *large, result.parsed, build, cache_path);
+  }
+  size_t hard = 0;
+  for (int v : cache.routing_labels()) hard += v;
+  fmt::print("{}: {} paraphrases, {}-d features from {}, t=1 for {} ({:.1f}%)\n", cache_path.string(), cache.size(),
+             cache.dim, cache.feature_source, hard, 100.0 * hard / std::max<size_t>(1, cache.size()));
+  fmt::print("train on original + paraphrases: guardkit route train --train ORIGINAL.safetensors --train {} --out "
+             "ROUTER_DIR\n",
+             cache_path.string());
+}
+
+// One or more caches, concatenated (e.g. the original data and its paraphrases); they must share the feature source.
+route::FeatureCache load_training_caches(const std::vector<std::string>& paths) {
+  route::FeatureCache all;
+  for (const auto& path : paths) {
+    auto cache = route::load_feature_cache(path);
+    if (all.size() > 0 && cache.feature_source != all.feature_source)
+      fail("{}: features from '{}', but {} has features from '{}' (train on caches from one small guard)", path,
+           cache.feature_source, paths.front(), all.feature_source);
+    if (all.size() == 0) all = std::move(cache);
+    else all.append(cache);
+  }
+  std::set<std::string> ids;
+  for (const auto& id : all.ids)
+    if (!ids.insert(id).second) fail("training caches hold item '{}' twice (the same cache given twice?)", id);
+  return all;
+}
+
 void run_train(TrainArgs a, const GlobalOptions& global) {
   models::init_runtime(global.threads);
-  const auto train = route::load_feature_cache(a.train);
+  const auto train = load_training_caches(a.train);
+  if (a.train.size() > 1) fmt::print("training on {} items from {} caches\n", train.size(), a.train.size());
   std::optional<route::FeatureCache> val;
   if (!a.val.empty()) val = route::load_feature_cache(a.val);
   const auto spec = route::ThresholdSpec::parse(a.threshold);
@@ -220,7 +305,9 @@ void add_route_command(CLI::App& app, GlobalOptions& global) {
 
   auto ta = std::make_shared<TrainArgs>();
   auto* train = route->add_subcommand("train", "Train the SafeRoute Bayesian router on a feature cache");
-  train->add_option("--train", ta->train, "training feature cache")->required();
+  train->add_option("--train", ta->train,
+                    "training feature cache; repeat to concatenate (e.g. original + route paraphrase's cache)")
+      ->required();
   train->add_option("--val", ta->val, "validation feature cache (metrics; reference for share/f1 thresholds)");
   train->add_option("--out", ta->out, "router directory")->required();
   train->add_option("--epochs", ta->config.epochs, "epochs (paper: 1000)")->capture_default_str();
@@ -239,6 +326,42 @@ void add_route_command(CLI::App& app, GlobalOptions& global) {
   train->add_flag("!--no-balance", ta->config.class_balanced, "plain shuffling instead of class-balanced sampling");
   train->add_option("--threshold", ta->threshold, "default (0.5) | number | share:F | f1")->capture_default_str();
   train->callback([ta, &global]() { run_train(*ta, global); });
+
+  auto pa = std::make_shared<ParaphraseArgs>();
+  auto* para = route->add_subcommand(
+      "paraphrase", "Augment router training data: LLM paraphrases of each item, relabelled by both guards");
+  para->add_option("--llm", pa->llm, "generator: Llama checkpoint directory, or an OpenAI-compatible base URL")
+      ->required();
+  para->add_option("--llm-model", pa->llm_model, "model name sent to the URL (ignored for a directory)");
+  para->add_option("--data", pa->data, "items to paraphrase: dataset name or JSONL (the router's training data)")
+      ->required();
+  para->add_option("--small", pa->small, "small guard (gives the features): model name or directory")->required();
+  para->add_option("--large", pa->large, "large guard: model name (may be remote) or directory")->required();
+  para->add_option("--models", pa->models, "models file (default: $GUARDKIT_MODELS or ./models.json)");
+  para->add_option("--out", pa->out, "output directory: paraphrases.jsonl (log) and features.safetensors")
+      ->required();
+  para->add_option("--rounds", pa->options.rounds, "paraphrases per item (one per round)")->capture_default_str();
+  para->add_option("--style", pa->style, "prompt: code (the authors' paraphrase.py) or paper (Fig. 10)")
+      ->capture_default_str();
+  para->add_option("--temperature", pa->options.temperature, "sampling temperature")->capture_default_str();
+  para->add_option("--max-tokens", pa->options.max_tokens, "tokens per paraphrase at most")->capture_default_str();
+  para->add_option("--batch", pa->options.batch_size, "requests per LLM call (rows are logged per call)")
+      ->capture_default_str();
+  para->add_option("--guard-batch", pa->guard_batch, "conversations per guard call")->capture_default_str();
+  para->add_option("--seed", pa->options.seed, "request seeds derive from it (reproducible where the backend is)")
+      ->capture_default_str();
+  para->add_option("--limit", pa->limit, "paraphrase only the first N items (0 = all)");
+  para->footer(R"(Each item is paraphrased once per round with the paper's prompt; outputs that do not parse as
+"prompt: ... response: ..." are dropped (and counted), the harmfulness label is copied from the item, and every
+paraphrase is scored by the small guard (features, same pass) and the large guard, so the routing label t is derived
+again. A killed run resumes: requests already in paraphrases.jsonl are not asked again, failed requests are retried,
+and scoring continues from features.safetensors.partial. Rerunning with more --rounds adds only the new rounds.
+
+Example (the paper's recipe: 7 rounds with Llama-3.1-8B-Instruct behind vLLM):
+  guardkit route features --small lg1b --large lg8b --data wgm_train.jsonl --out train.safetensors
+  guardkit route paraphrase --llm http://localhost:8000 --llm-model meta-llama/Llama-3.1-8B-Instruct --data wgm_train.jsonl --small lg1b --large lg8b --out para/
+  guardkit route train --train train.safetensors --train para/features.safetensors --val val.safetensors --out router/)");
+  para->callback([pa, &global]() { run_paraphrase(*pa, global); });
 
   auto ea = std::make_shared<EvalArgs>();
   auto* ev = route->add_subcommand("eval", "Evaluate SafeRoute and the baselines on feature caches");
