@@ -108,7 +108,8 @@ struct SafeRouteRouter::State {
   // w = mu + σ·ε with ε ~ N(0, 1) when sampling, w = mu (posterior mean) otherwise.
   static at::Tensor draw(const at::Tensor& mu, const at::Tensor& log_sigma, std::optional<at::Generator>& gen) {
     if (!gen) return mu;
-    return at::addcmul(mu, at::exp(log_sigma), at::empty(mu.sizes()).normal_(0.0, 1.0, *gen));
+    at::Tensor w = at::empty(mu.sizes()).normal_(0.0, 1.0, *gen);
+    return w.mul_(at::exp(log_sigma)).add_(mu);
   }
 
   // x [B, d] -> logits [B] for given weights (one posterior sample, or the posterior mean).
@@ -185,13 +186,16 @@ double schedule_factor(int64_t step, int64_t warmup, int64_t total) {
 // torch.optim.AdamW (betas 0.9/0.999, eps 1e-8), written out so its state can be checkpointed as plain tensors.
 struct AdamW {
   std::vector<at::Tensor> m, v;
+  std::vector<at::Tensor> denom;  // scratch: a fresh multi-MB tensor per step costs page faults worth several passes
   int64_t step = 0;
   void init(const std::vector<at::Tensor*>& params) {
     m.clear();
     v.clear();
+    denom.clear();
     for (auto* p : params) {
       m.push_back(at::zeros_like(*p));
       v.push_back(at::zeros_like(*p));
+      denom.push_back(at::empty_like(*p));
     }
   }
   // One step for parameter i with gradient g (the router's training assembles g itself: see train()).
@@ -202,8 +206,8 @@ struct AdamW {
     p.mul_(1.0 - lr * weight_decay);
     m[i].mul_(b1).add_(g, 1.0 - b1);
     v[i].mul_(b2).addcmul_(g, g, 1.0 - b2);
-    at::Tensor denom = (v[i].sqrt() / std::sqrt(bc2)).add_(eps);
-    p.addcdiv_(m[i], denom, -lr / bc1);
+    at::sqrt_out(denom[i], v[i]).div_(std::sqrt(bc2)).add_(eps);
+    p.addcdiv_(m[i], denom[i], -lr / bc1);
   }
 };
 
@@ -318,11 +322,12 @@ SafeRouteRouter SafeRouteRouter::train(const FeatureCache& data, const RouterCon
   struct BayesSample {
     size_t mu, log_sigma;      // indices into params
     at::Tensor sigma, eps, w;  // σ = exp(log σ), ε ~ N(0, 1), w = mu + σ·ε (a leaf: autograd gives dLoss/dw)
+    at::Tensor g_log_sigma;    // scratch for dLoss/dlog σ
   };
   std::vector<BayesSample> samples;
   for (auto [mu, ls] : {std::pair<size_t, size_t>{0, 1}, {2, 3}, {6, 7}, {8, 9}, {12, 13}, {14, 15}}) {
     const at::Tensor& p = *params[mu];
-    samples.push_back({mu, ls, at::empty_like(p), at::empty_like(p), at::empty_like(p)});
+    samples.push_back({mu, ls, at::empty_like(p), at::empty_like(p), at::empty_like(p), at::empty_like(p)});
     samples.back().w.set_requires_grad(true);
   }
   const std::vector<size_t> plain = {4, 5, 10, 11};  // LayerNorm weights and biases: ordinary parameters
@@ -365,8 +370,8 @@ SafeRouteRouter SafeRouteRouter::train(const FeatureCache& data, const RouterCon
                   (at::dot(bs.sigma.view(-1), bs.sigma.view(-1)).item<double>() + sum_sq_mu_dev) / (2.0 * prior_var);
       const at::Tensor& g_w = bs.w.grad();  // dBCE/dw
       // dLoss/dlog σ = dBCE/dw · σε + λ/K · (σ²/σp² − 1); σε = w − mu (mu not yet updated)
-      at::Tensor g_log_sigma = at::sub(bs.w, mu).mul_(g_w).addcmul_(bs.sigma, bs.sigma, kl_grad_scale / prior_var)
-                                   .sub_(kl_grad_scale);
+      at::Tensor& g_log_sigma = at::sub_out(bs.g_log_sigma, bs.w, mu);
+      g_log_sigma.mul_(g_w).addcmul_(bs.sigma, bs.sigma, kl_grad_scale / prior_var).sub_(kl_grad_scale);
       // dLoss/dmu = dBCE/dw + λ/K · (mu − mp)/σp²  (g_w is ours to modify: autograd is done with it)
       at::Tensor g_mu = g_w.add_(mu, kl_grad_scale / prior_var);
       if (config.prior_mu != 0) g_mu.sub_(kl_grad_scale * config.prior_mu / prior_var);
@@ -399,6 +404,7 @@ SafeRouteRouter SafeRouteRouter::train(const FeatureCache& data, const RouterCon
     io::write_safetensors(state_file, writes, {{"format", "pt"}, {"guardkit", meta.dump()}});
   };
 
+  at::Tensor x_full = at::empty({config.batch_size, data.dim});  // reused by every full batch
   ProgressBar bar("router", static_cast<size_t>(config.epochs), config.progress);
   bar.update(static_cast<size_t>(first_epoch));
   auto last_save = std::chrono::steady_clock::now();
@@ -412,7 +418,8 @@ SafeRouteRouter SafeRouteRouter::train(const FeatureCache& data, const RouterCon
       const int64_t begin = s * config.batch_size;
       const int64_t end = std::min(n, begin + config.batch_size);
       const at::Tensor index = order.slice(0, begin, end);
-      const at::Tensor x = features.index_select(0, index);  // [B, d]
+      if (end - begin == config.batch_size) at::index_select_out(x_full, features, 0, index);
+      const at::Tensor x = end - begin == config.batch_size ? x_full : features.index_select(0, index);  // [B, d]
       const at::Tensor y = targets.index_select(0, index);   // [B]
       const auto [bce, kl] = train_step(x, y, gen);
       bce_sum += bce;
