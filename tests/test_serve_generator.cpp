@@ -267,6 +267,65 @@ TEST_F(GeneratorServerTest, RemoteGuardScoresThroughTheServer) {
   EXPECT_EQ(result.decided_by, options.name);
 }
 
+// Streamed (stream: true): the deltas, joined, are the unstreamed text; a stop string never reaches the client.
+TEST_F(GeneratorServerTest, StreamedChatAndCompletionsJoinToTheUnstreamedText) {
+  start();
+  const json messages = json::array({{{"role", "user"}, {"content", "Tell me a story about a dragon."}}});
+  auto joined = [&](const std::string& path, json body, std::string* finish, int* chunks) {
+    body["stream"] = true;
+    auto res = post(path, body);
+    EXPECT_TRUE(res);
+    if (!res) return std::string();
+    EXPECT_EQ(res->status, 200) << res->body;
+    EXPECT_NE(res->get_header_value("Content-Type").find("text/event-stream"), std::string::npos);
+    EXPECT_NE(res->body.find("data: [DONE]"), std::string::npos);
+    std::string text;
+    size_t at = 0;
+    for (size_t end; (end = res->body.find("\n\n", at)) != std::string::npos; at = end + 2) {
+      const std::string data = res->body.substr(at + 6, end - at - 6);  // after "data: "
+      if (data == "[DONE]") break;
+      const json chunk = json::parse(data);
+      const json& choice = chunk["choices"][0];
+      const std::string piece = path == "/v1/chat/completions" ? choice["delta"].value("content", "") : choice["text"].get<std::string>();
+      text += piece;
+      *chunks += !piece.empty();
+      if (choice["finish_reason"].is_string()) *finish = choice["finish_reason"];
+    }
+    return text;
+  };
+  json chat_body = {{"messages", messages}, {"max_tokens", 12}, {"temperature", 0}};
+  auto whole = post("/v1/chat/completions", chat_body);
+  ASSERT_TRUE(whole);
+  const json unstreamed = json::parse(whole->body)["choices"][0];
+  std::string finish;
+  int chunks = 0;
+  const std::string streamed = joined("/v1/chat/completions", chat_body, &finish, &chunks);
+  EXPECT_EQ(streamed, unstreamed["message"]["content"].get<std::string>());
+  EXPECT_EQ(finish, unstreamed["finish_reason"]);
+  EXPECT_GE(chunks, 2) << "released as generated, not in one piece";
+
+  // A stop string from the middle: the streamed text ends before it, and it is not in any chunk.
+  const std::string full = unstreamed["message"]["content"];
+  ASSERT_GE(full.size(), 4u);
+  const std::string stop = full.substr(full.size() / 2, 3);
+  json stopped = chat_body;
+  stopped["stop"] = stop;
+  finish.clear();
+  chunks = 0;
+  EXPECT_EQ(joined("/v1/chat/completions", stopped, &finish, &chunks), full.substr(0, full.find(stop)));
+  EXPECT_EQ(finish, "stop");
+
+  json completion_body = {{"prompt", "The capital of France is"}, {"max_tokens", 8}, {"temperature", 0}};
+  auto plain = post("/v1/completions", completion_body);
+  ASSERT_TRUE(plain);
+  chunks = 0;
+  EXPECT_EQ(joined("/v1/completions", completion_body, &finish, &chunks),
+            json::parse(plain->body)["choices"][0]["text"].get<std::string>());
+  expect_error("/v1/chat/completions", {{"messages", messages}, {"stream", true}, {"n", 2}}, 400, "unsupported");
+  expect_error("/v1/chat/completions", {{"messages", messages}, {"stream", true}, {"logprobs", true}}, 400,
+               "unsupported");
+}
+
 TEST_F(GeneratorServerTest, BadRequestsGet4xxJsonErrors) {
   start();
   const json messages = json::array({{{"role", "user"}, {"content", "hi"}}});
@@ -290,7 +349,6 @@ TEST_F(GeneratorServerTest, BadRequestsGet4xxJsonErrors) {
   expect_error(chat, json{{"messages", messages}, {"stop", json::array({"a", "b", "c", "d", "e"})}}, 400, "invalid_value");
   expect_error(chat, json{{"messages", messages}, {"stop", 3}}, 400, "invalid_type");
   expect_error(chat, json{{"messages", messages}, {"seed", 1.5}}, 400, "invalid_type");
-  expect_error(chat, json{{"messages", messages}, {"stream", true}}, 400, "unsupported");
   expect_error(complete, json{{"prompt", json::array({1, 2, 999999})}}, 400, "invalid_value");
   expect_error(complete, json{{"prompt", json::array({"a", "b"})}}, 400, "unsupported");
   expect_error(complete, json{{"prompt", json::array()}}, 400, "empty_input");

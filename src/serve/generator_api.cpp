@@ -91,7 +91,7 @@ int64_t unix_seconds() {
 
 CompletionSettings parse_completion_settings(const json& body, bool chat, const GeneratorLimits& limits) {
   CompletionSettings s;
-  if (bool_field(body, "stream")) bad_request("unsupported", "streaming is not supported for the local generator");
+  s.stream = bool_field(body, "stream");
   if (!chat && bool_field(body, "echo")) bad_request("unsupported", "'echo' is not supported");
   const int64_t fallback_tokens = chat ? limits.max_tokens : std::min<int64_t>(16, limits.max_tokens);
   const char* tokens_field = chat && !is_set(body, "max_tokens") ? "max_completion_tokens" : "max_tokens";
@@ -118,6 +118,8 @@ CompletionSettings parse_completion_settings(const json& body, bool chat, const 
       bad_request("invalid_type", "'logprobs' of /v1/completions is an integer (how many alternatives), not a bool");
     s.top_logprobs = integer_field(body, "logprobs", -1, 0, limits.max_top_logprobs);
   }
+  if (s.stream && s.n != 1) bad_request("unsupported", "streaming from the local generator takes n = 1");
+  if (s.stream && s.top_logprobs >= 0) bad_request("unsupported", "streaming from the local generator gives no logprobs");
   return s;
 }
 
@@ -255,6 +257,85 @@ GeneratedCompletion run_completion(const models::LlamaModel& model, const text::
     out.choices.push_back(std::move(choice));
   }
   return out;
+}
+
+namespace {
+
+// The length of `text` without a trailing UTF-8 sequence that is not complete yet.
+size_t complete_utf8_prefix(const std::string& text) {
+  size_t end = text.size();
+  for (size_t back = 1; back <= 3 && back <= text.size(); ++back) {
+    const unsigned char c = static_cast<unsigned char>(text[text.size() - back]);
+    if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back for the lead byte
+    const size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    if (need > back) end = text.size() - back;
+    break;
+  }
+  return end;
+}
+
+}  // namespace
+
+void stream_completion(const models::LlamaModel& model, const text::Tokenizer& tokenizer,
+                       const std::vector<int64_t>& prompt_ids, const CompletionSettings& settings, bool chat,
+                       const std::string& model_name, const std::string& id,
+                       const std::function<bool(const std::string&)>& write) {
+  const int64_t created = unix_seconds();
+  auto chunk = [&](const std::string& text, const json& finish) {
+    json choice = chat ? json{{"index", 0}, {"delta", json::object()}, {"finish_reason", finish}}
+                       : json{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish}};
+    if (chat && !text.empty()) choice["delta"]["content"] = text;
+    return json{{"id", id},
+                {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                {"created", created},
+                {"model", model_name},
+                {"choices", json::array({choice})}};
+  };
+  auto send = [&](const json& payload) {
+    return write("data: " + payload.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n");
+  };
+  size_t holdback = 0;  // a stop string may still be forming in the last (longest stop - 1) bytes
+  for (const auto& s : settings.stop) holdback = std::max(holdback, s.size() - 1);
+
+  bool client_gone = false;
+  size_t released = 0;
+  std::string text;
+  size_t cut = std::string::npos;
+  if (chat) client_gone = !send(json{{"id", id}, {"object", "chat.completion.chunk"}, {"created", created},
+                                     {"model", model_name},
+                                     {"choices", json::array({{{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                                               {"finish_reason", nullptr}}})}});
+  models::GenerationOptions options = settings.generation;
+  if (auto pad = tokenizer.pad_id()) options.pad_id = *pad;
+  options.should_stop = [&](size_t, const std::vector<int64_t>& ids) {
+    if (client_gone) return true;
+    text = tokenizer.decode(std::vector<int32_t>(ids.begin(), ids.end()), /*skip_special_tokens=*/true);
+    for (const auto& s : settings.stop)
+      if (size_t at = text.find(s); at != std::string::npos) cut = std::min(cut, at);
+    size_t ready = cut != std::string::npos ? cut : (text.size() > holdback ? text.size() - holdback : 0);
+    ready = complete_utf8_prefix(text.substr(0, ready));
+    if (ready > released) {
+      client_gone = !send(chunk(text.substr(released, ready - released), nullptr));
+      released = ready;
+    }
+    return cut != std::string::npos || client_gone;
+  };
+  const models::GenerationResult generated = models::generate(model, {prompt_ids}, options);
+  if (client_gone) return;
+  std::string finish = generated.finish_reasons.at(0);
+  const std::vector<int64_t>& ids = generated.new_ids.at(0);
+  text = tokenizer.decode(std::vector<int32_t>(ids.begin(), ids.end()), /*skip_special_tokens=*/true);
+  if (cut != std::string::npos) {
+    text.resize(cut);
+    finish = "stop";
+  }
+  if (text.size() > released && !send(chunk(text.substr(released), nullptr))) return;
+  json last = chunk("", finish);
+  const int64_t completion_tokens = static_cast<int64_t>(ids.size());
+  last["usage"] = {{"prompt_tokens", prompt_ids.size()},
+                   {"completion_tokens", completion_tokens},
+                   {"total_tokens", static_cast<int64_t>(prompt_ids.size()) + completion_tokens}};
+  if (send(last)) write("data: [DONE]\n\n");
 }
 
 json completion_response(const GeneratedCompletion& completion, const CompletionSettings& settings,

@@ -3,6 +3,7 @@
 // teacher-forced forward, and the two response shapes. Every bad request is an ApiError (400/404).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -30,6 +31,7 @@ struct CompletionSettings {
   int64_t n = 1;
   int64_t top_logprobs = -1;      // -1: no logprobs; 0: the chosen token's only; k: plus the k most likely
   bool seeded = false;            // the request named a seed (else a fresh one per request)
+  bool stream = false;            // "stream": true (n = 1, no logprobs)
 };
 
 // The sampling fields both endpoints share: max_tokens (chat also max_completion_tokens), temperature (0 = greedy),
@@ -69,6 +71,16 @@ struct GeneratedCompletion {
 // computes logprobs when asked. `skip_special_tokens`: leave <|eot_id|> and friends out of the returned text.
 GeneratedCompletion run_completion(const models::LlamaModel& model, const text::Tokenizer& tokenizer,
                                    const std::vector<int64_t>& prompt_ids, const CompletionSettings& settings);
+
+// Streams one choice as Server-Sent Events while it is generated, in OpenAI's chunk shapes (chat:
+// chat.completion.chunk with delta.content; completions: text_completion with choices[].text), then a chunk with the
+// finish_reason and usage, then "data: [DONE]". Text is released as tokens arrive except what could still turn out to
+// be part of a stop string or of an unfinished UTF-8 character. `write` returns false when the client went away:
+// generation stops there.
+void stream_completion(const models::LlamaModel& model, const text::Tokenizer& tokenizer,
+                       const std::vector<int64_t>& prompt_ids, const CompletionSettings& settings, bool chat,
+                       const std::string& model_name, const std::string& id,
+                       const std::function<bool(const std::string&)>& write);
 
 // Response bodies in OpenAI's shapes: legacy completions (choices[].text, logprobs {tokens, token_logprobs,
 // top_logprobs, text_offset}) and chat (choices[].message, logprobs {content: [{token, logprob, bytes,

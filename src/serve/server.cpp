@@ -553,6 +553,28 @@ struct GuardServer::Impl {
     record.inputs = 1;
   }
 
+  // A streamed generation: SSE chunks written as tokens are generated (one generation at a time, as unstreamed).
+  void stream_generation(std::vector<int64_t> prompt_ids, CompletionSettings settings, bool chat, std::string id,
+                         httplib::Response& res) {
+    res.status = 200;
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider(
+        "text/event-stream", [this, prompt_ids = std::move(prompt_ids), settings = std::move(settings), chat,
+                              id = std::move(id)](size_t, httplib::DataSink& sink) {
+          auto write = [&sink](const std::string& text) { return sink.write(text.data(), text.size()); };
+          try {
+            std::lock_guard lock(generator_mutex);
+            stream_completion(*config.generator, *config.generator_tokenizer, prompt_ids, settings, chat,
+                              config.generator_name, id, write);
+          } catch (const std::exception& e) {  // headers are out: the error goes in the stream
+            spdlog::error("streamed generation: {}", e.what());
+            write("data: " + error_body(e.what(), "server_error", "internal_error").dump() + "\n\ndata: [DONE]\n\n");
+          }
+          sink.done();
+          return true;
+        });
+  }
+
   // OpenAI legacy completions from the local generator (serve/generator_api.h has the fields).
   void completions(const httplib::Request& req, httplib::Response& res, RequestRecord& record) {
     json body = parse_json_object(req.body);
@@ -563,6 +585,9 @@ struct GuardServer::Impl {
     std::vector<int64_t> prompt_ids = completion_prompt_ids(body, tokenizer, config.generator->config().vocab_size);
     CompletionSettings settings = parse_completion_settings(body, /*chat=*/false, generator_limits());
     const size_t prompt_chars = body["prompt"].is_string() ? body["prompt"].get<std::string>().size() : 0;
+    if (settings.stream)
+      return stream_generation(std::move(prompt_ids), std::move(settings), /*chat=*/false,
+                               fmt::format("cmpl-{}", next_request_id.fetch_add(1)), res);
     GeneratedCompletion completion;
     {
       std::lock_guard lock(generator_mutex);
@@ -579,6 +604,9 @@ struct GuardServer::Impl {
     const text::Tokenizer& tokenizer = *config.generator_tokenizer;
     std::vector<int64_t> prompt_ids = chat_prompt_ids(body, tokenizer);
     CompletionSettings settings = parse_completion_settings(body, /*chat=*/true, generator_limits());
+    if (settings.stream)
+      return stream_generation(std::move(prompt_ids), std::move(settings), /*chat=*/true,
+                               fmt::format("chatcmpl-{}", next_request_id.fetch_add(1)), res);
     GeneratedCompletion completion;
     {
       std::lock_guard lock(generator_mutex);
