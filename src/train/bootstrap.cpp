@@ -271,7 +271,7 @@ void bootstrap(const BootstrapOptions& opt) {
   std::vector<TrainExample> guard_train;
   for (const auto& r : guard_rows) guard_train.push_back(to_train(r));
   DistillOptions large_opt;
-  large_opt.lr = opt.large_lr;
+  large_opt.lr = opt.large_lr > 0 ? opt.large_lr : opt.mlm_steps > 0 ? 1e-4 : 3e-4;
   large_opt.weight_decay = 0.01;
   large_opt.epochs = opt.large_epochs;
   large_opt.batch_size = opt.batch_size;
@@ -391,7 +391,7 @@ void bootstrap(const BootstrapOptions& opt) {
   std::string report = fmt::format(
       "# Default models\n\nTrained by `guardkit bootstrap` in {:.1f} min on this machine from the public data in "
       "{}.\n\nTraining sets (never evaluated on): {}.\nEvaluation sets (never trained on): {}.\n\n{}\n"
-      "Large guard: DeBERTa-v3-style, {} layers, hidden {}, max_length {}, {}, then {} epochs on the labels. "
+      "Large guard: DeBERTa-v3-style, {} layers, hidden {}, max_length {}: {}; {} epochs on the labels. "
       "Small guard: {} layers, hidden {}, distilled from the large guard (soft labels, 0.5·(CE + KL)). Router: SafeRoute "
       "Bayesian MLP on the small guard's pooled feature, ε = {:.4f} (calibrated to route {:.0f}% of the router split).\n",
       minutes, data_dir.string(), fmt::join(opt.train_sets, ", "), fmt::join(opt.eval_sets, ", "), table,
@@ -401,7 +401,7 @@ void bootstrap(const BootstrapOptions& opt) {
                         "masked 80/10/10) on the text of the training sets and of {} (labels unused; texts that occur "
                         "in an evaluation set left out)",
                         opt.mlm_steps, opt.batch_size, fmt::join(opt.mlm_extra_sets, ", "))
-          : std::string("trained from scratch (no pretraining)"),
+          : std::string("no pretraining (random initialisation)"),
       opt.large_epochs, opt.small_layers, opt.small_hidden, threshold, 100.0 * opt.router_share);
   write_file_atomic(out / "README.md", report);
   fmt::print("{}", table);

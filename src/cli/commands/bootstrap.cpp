@@ -15,9 +15,12 @@ void add_bootstrap_command(CLI::App& app, GlobalOptions&) {
   auto* opt = &args->options;
   auto* cmd = app.add_subcommand("bootstrap", "Train the default guards and router from the public labelled data");
   cmd->footer(
-      "Steps (each resumes if the run is killed): a SentencePiece vocabulary (spm_train), a large DeBERTa guard\n"
-      "trained on the labels, a small guard distilled from it (HarmAug loss), the SafeRoute router between them,\n"
-      "then models.json and README.md with held-out scores in --out. About 15 minutes on 2 cores.\n"
+      "Steps (each resumes if the run is killed): a SentencePiece vocabulary (spm_train); the large DeBERTa guard's\n"
+      "encoder pretrained with masked-language modelling on the text of the training sets and --mlm-extra-sets\n"
+      "(--mlm-steps, 0 = skip; the checkpoint is kept in --out/pretrained, Hugging Face DebertaV2ForMaskedLM);\n"
+      "the large guard fine-tuned on the labels; a small guard distilled from it (HarmAug loss); the SafeRoute\n"
+      "router between them; then models.json and README.md with held-out scores in --out.\n"
+      "About 15 minutes on 2 idle cores (see README.md for measured times).\n"
       "Training and evaluation sets are disjoint; non-commercial sets are only evaluated on.\n"
       "Example:\n  guardkit bootstrap --out models/default && guardkit check --models models/default/models.json "
       "--model saferoute --examples");
@@ -35,7 +38,7 @@ void add_bootstrap_command(CLI::App& app, GlobalOptions&) {
                   "Extra datasets whose text (not labels) the MLM step reads besides the training sets")
       ->capture_default_str();
   cmd->add_option("--large-epochs", opt->large_epochs, "Epochs of the large guard")->capture_default_str();
-  cmd->add_option("--large-lr", opt->large_lr, "Peak learning rate of the large guard's training on the labels")
+  cmd->add_option("--large-lr", opt->large_lr, "Peak learning rate of the large guard on the labels (0 = 1e-4 after MLM, 3e-4 from scratch)")
       ->capture_default_str();
   cmd->add_option("--small-epochs", opt->small_epochs, "Epochs of the small guard")->capture_default_str();
   cmd->add_option("--router-epochs", opt->router_epochs, "Epochs of the router")->capture_default_str();
