@@ -13,7 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
-GK=${GUARDKIT:-./build/guardkit}
+GK_BIN=${GUARDKIT:-./build/guardkit}
+# One thread: on a shared 2-core machine two OpenMP threads lose most of their time at barriers (docs/BENCHMARKS.md).
+GK() { "$GK_BIN" --threads "${TABLETOP_THREADS:-1}" "$@"; }
 W=${TABLETOP_WORK:-tabletop_work}
 MODELS=${TABLETOP_MODELS:-models/default}
 DOCS=${TABLETOP_DOCS:-docs}
@@ -22,20 +24,20 @@ TRAIN_SETS=(advbench_behaviors strongreject gptfuzz_questions xstest_prompts gpt
             dices_990 xstest_completions_harm)
 if [ "${TABLETOP_QUICK:-0}" = 1 ]; then
   EVAL_LIMIT=40; GEN_ARGS=(--steps 20); GEN_COUNT=16; DISTILL_STEPS=10; RT_LIMIT=2; ROUTER_EPOCHS=20
-  BOOT_ARGS=(--max-train 300 --max-eval 40 --large-epochs 1 --small-epochs 1 --router-epochs 20)
+  BOOT_ARGS=(--max-train 300 --max-eval 40 --large-epochs 1 --small-epochs 1 --router-epochs 20 --mlm-steps 10)
 else
   EVAL_LIMIT=400; GEN_ARGS=(); GEN_COUNT=400; DISTILL_STEPS=300; RT_LIMIT=20; ROUTER_EPOCHS=300
   BOOT_ARGS=()
 fi
 mkdir -p "$W" "$DOCS/tabletop"
-[ -x "$GK" ] || { echo "tabletop: $GK not found; run ./scripts/build.sh first" >&2; exit 2; }
+[ -x "$GK_BIN" ] || { echo "tabletop: $GK_BIN not found; run ./scripts/build.sh first" >&2; exit 2; }
 started=$(date +%s)
 step() { echo; echo "== tabletop: $*" >&2; }
 
 # ---- 0. The default models (the large and small guards and the router) ----------------------------------------
 if [ ! -f "$MODELS/models.json" ]; then
   step "training the default models into $MODELS (guardkit bootstrap)"
-  "$GK" bootstrap --out "$MODELS" "${BOOT_ARGS[@]}"
+  GK bootstrap --out "$MODELS" "${BOOT_ARGS[@]}"
 fi
 
 # ---- 1. SafeRoute ------------------------------------------------------------------------------------------------
@@ -44,14 +46,14 @@ mkdir -p "$W/route"
 tests=()
 for set in "${EVAL_SETS[@]}"; do
   cache="$W/route/$set.safetensors"
-  [ -f "$cache" ] || "$GK" route features --small "$MODELS/small" --large "$MODELS/large" --data "$set" \
+  [ -f "$cache" ] || GK route features --small "$MODELS/small" --large "$MODELS/large" --data "$set" \
     --limit "$EVAL_LIMIT" --batch 32 --out "$cache"
   tests+=("$cache")
 done
 router_train="$MODELS/work/router_features.safetensors"
 [ -f "$router_train" ] || { echo "tabletop: $router_train missing (bootstrap keeps it in $MODELS/work)" >&2; exit 1; }
 step "SafeRoute: router and baselines, budget and ε sweeps"
-"$GK" route eval --router "$MODELS/router" --train "$router_train" --reference "$router_train" --test "${tests[@]}" \
+GK route eval --router "$MODELS/router" --train "$router_train" --reference "$router_train" --test "${tests[@]}" \
   --threshold default --out "$W/route/eval"
 cp "$W"/route/eval/*.svg "$DOCS/tabletop/" 2>/dev/null || true
 
@@ -59,14 +61,14 @@ cp "$W"/route/eval/*.svg "$DOCS/tabletop/" 2>/dev/null || true
 GEN="$W/generator"
 if [ ! -f "$GEN/model.safetensors" ]; then
   step "HarmAug: training a tiny Llama chat model here (the generator and the red-team target)"
-  "$GK" train-generator --out "$GEN" "${GEN_ARGS[@]}"
+  GK train-generator --out "$GEN" "${GEN_ARGS[@]}"
 fi
 step "HarmAug: instructions from the jailbroken generator (affirmative prefix), responses, teacher labels"
 A="$W/harmaug"
 mkdir -p "$A"
-"$GK" augment generate --llm "$GEN" --out "$A/instructions.jsonl" --count "$GEN_COUNT" --batch 16 --seed 1
-"$GK" augment respond --llm "$GEN" --instructions "$A/instructions.jsonl" --out "$A/responses.jsonl" --batch 16
-"$GK" augment label --teacher "$MODELS/large" --instructions "$A/instructions.jsonl" \
+GK augment generate --llm "$GEN" --out "$A/instructions.jsonl" --count "$GEN_COUNT" --batch 16 --seed 1
+GK augment respond --llm "$GEN" --instructions "$A/instructions.jsonl" --out "$A/responses.jsonl" --batch 16
+GK augment label --teacher "$MODELS/large" --instructions "$A/instructions.jsonl" \
   --responses "$A/responses.jsonl" --out "$A/labelled.jsonl" --batch 32
 # Same student config, initialisation, seed and number of optimizer steps; the only difference is the HarmAug rows.
 for arm in without with; do
@@ -74,17 +76,17 @@ for arm in without with; do
   [ "$arm" = with ] && data+=("$A/labelled.jsonl")
   if [ ! -f "$A/student_$arm/final/model.safetensors" ]; then
     step "HarmAug: distilling the small student $arm augmentation ($DISTILL_STEPS steps)"
-    "$GK" distill --config "$MODELS/small/config.json" --tokenizer "$MODELS/small" --data "${data[@]}" \
+    GK distill --config "$MODELS/small/config.json" --tokenizer "$MODELS/small" --data "${data[@]}" \
       --out "$A/student_$arm" --max-steps "$DISTILL_STEPS" --batch-size 32 --micro-batch 32 --max-length 64 \
       --lr 5e-4 --warmup 30 --seed 42
   fi
-  "$GK" eval --model "$A/student_$arm/final" --data "${EVAL_SETS[@]}" --limit "$EVAL_LIMIT" --bootstrap 200 \
+  GK eval --model "$A/student_$arm/final" --data "${EVAL_SETS[@]}" --limit "$EVAL_LIMIT" --bootstrap 200 \
     --json "$A/eval_$arm.json" --markdown "$A/eval_$arm.md" --predictions "$A/predictions_$arm" --no-progress
 done
 
 # ---- 3. BiasJailbreak and BiasDefense -------------------------------------------------------------------------------
 step "BiasJailbreak: the tiny model as target, without and with BiasDefense, and with a guard check"
-"$GK" redteam defend --target "$GEN" --models "$MODELS/models.json" --check-guard large --judge-guard large \
+GK redteam defend --target "$GEN" --models "$MODELS/models.json" --check-guard large --judge-guard large \
   --behaviours jailbreakbench --limit "$RT_LIMIT" --trials 1 --temperature 0 --max-tokens 64 --out "$W/redteam"
 cp "$W/redteam/report.svg" "$DOCS/tabletop/redteam.svg"
 
