@@ -3,7 +3,8 @@
 // compare with a small-guard forward of the same batch. Times are wall clock and process CPU seconds (all threads):
 // on a shared machine the CPU figure at --threads 1 is the stable one (with more OpenMP threads than free cores the
 // threads spin-wait and burn CPU).
-//   bench_router [--n 10000] [--dim 2048] [--epochs 3] [--threads 0] [--hidden 512] [--small NAME_OR_DIR]
+//   bench_router [--n 10000] [--dim 2048] [--epochs 3] [--threads 0] [--hidden 512] [--bf16 0|1]
+//                [--small NAME_OR_DIR]
 // With --small (a models-file name or a model directory), the same run also times that guard scoring 32 XSTest
 // prompts with features, and routing's share of it (routing needs the guard's feature width as --dim).
 #include <chrono>
@@ -31,6 +32,7 @@ static double cpu_seconds() {
 int main(int argc, char** argv) {
   int64_t n = 10000, dim = 2048, epochs = 3, hidden = 512;
   int threads = 0;
+  bool bf16 = false;
   std::string small_guard;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i];
@@ -44,6 +46,7 @@ int main(int argc, char** argv) {
     else if (key == "--epochs") epochs = value;
     else if (key == "--threads") threads = static_cast<int>(value);
     else if (key == "--hidden") hidden = value;
+    else if (key == "--bf16") bf16 = value != 0;
     else {
       std::fprintf(stderr, "unknown option %s\n", key.c_str());
       return 2;
@@ -67,9 +70,12 @@ int main(int argc, char** argv) {
   config.epochs = epochs;
   config.hidden = hidden;
   config.progress = false;
-  std::printf("bench_router: n=%lld dim=%lld hidden=%lld batch=%lld epochs=%lld threads=%d\n", (long long)n,
-              (long long)dim, (long long)hidden, (long long)config.batch_size, (long long)epochs,
-              threads);
+  config.bf16 = bf16;
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  std::printf("bench_router: n=%lld dim=%lld hidden=%lld batch=%lld epochs=%lld threads=%d gemm=%s "
+              "OPENBLAS_CORETYPE=%s\n",
+              (long long)n, (long long)dim, (long long)hidden, (long long)config.batch_size, (long long)epochs,
+              threads, bf16 ? "bf16" : "fp32", coretype ? coretype : "(unset)");
   double total = 0, total_cpu = 0, cpu_mark = cpu_seconds();
   SafeRouteRouter router = SafeRouteRouter::train(cache, config, {}, [&](const TrainEpochStats& s) {
     const double cpu = cpu_seconds() - cpu_mark;

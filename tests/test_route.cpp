@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -148,6 +149,24 @@ TEST(RouteRouter, FeatureThatEncodesTGivesRoutingF1NearOne) {
   EXPECT_LE(f1, 1.0);
   ASSERT_EQ(router.history().size(), 40u);
   EXPECT_LT(router.history().back().bce, router.history().front().bce);
+}
+
+TEST(RouteRouter, Bf16TrainingLearnsTheSameAnswerAndSavesFp32) {
+  const FeatureCache train = synthetic(1000, 16, true, 11);
+  const FeatureCache test = synthetic(1000, 16, true, 12);
+  RouterConfig config = quick_config(40);
+  config.bf16 = true;
+  SafeRouteRouter router = SafeRouteRouter::train(train, config);
+  EXPECT_GT(routing_f1(router, test, router.default_threshold()), 0.97);
+  EXPECT_LT(router.history().back().bce, router.history().front().bce);
+  // not the fp32 run under another name: the bf16 GEMMs round, so the losses differ
+  SafeRouteRouter fp32 = SafeRouteRouter::train(train, quick_config(40));
+  EXPECT_NE(router.history().back().bce, fp32.history().back().bce);
+  const fs::path dir = temp_dir("router_bf16");
+  router.save(dir);
+  SafeRouteRouter loaded = SafeRouteRouter::load(dir);
+  EXPECT_TRUE(loaded.config().bf16);
+  EXPECT_EQ(loaded.scores(RouteBatch::of(test)), router.scores(RouteBatch::of(test)));
 }
 
 TEST(RouteRouter, RandomFeatureGivesRoutingF1OfTheRandomBaseline) {
@@ -496,4 +515,32 @@ TEST(RoutePlot, SvgHasAxesSeriesAndLegend) {
   EXPECT_EQ(guardkit::eval::nice_ticks(0, 1, 5), (std::vector<double>{0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0}));
   plot.series[0].y.pop_back();
   EXPECT_THROW(guardkit::eval::render_svg(plot), guardkit::Error);
+}
+
+TEST(RoutePlot, WritesSvgAndAPngOfTheSameSize) {
+  const fs::path dir = temp_dir("route_plot_png");
+  guardkit::eval::LinePlot plot;
+  plot.title = "safety F1 vs large-model share";
+  plot.x_label = "large-model share";
+  plot.y_label = "safety F1";
+  plot.width = 640;
+  plot.height = 400;
+  plot.series.push_back({"saferoute", {0, 0.5, 1}, {0.6, 0.8, 0.7}});
+  guardkit::eval::write_svg(dir / "curve.svg", plot);
+  ASSERT_TRUE(fs::exists(dir / "curve.svg"));
+  if (std::system("command -v rsvg-convert >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "rsvg-convert (librsvg2-bin) is not installed: SVG only";
+  std::ifstream in(dir / "curve.png", std::ios::binary);
+  ASSERT_TRUE(in) << "no PNG next to the SVG";
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(bytes.size(), 1000u);  // a rendered picture, not an empty canvas
+  EXPECT_EQ(bytes.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  EXPECT_EQ(bytes.substr(12, 4), "IHDR");
+  auto be32 = [&](size_t at) {
+    return (uint32_t(uint8_t(bytes[at])) << 24) | (uint32_t(uint8_t(bytes[at + 1])) << 16) |
+           (uint32_t(uint8_t(bytes[at + 2])) << 8) | uint32_t(uint8_t(bytes[at + 3]));
+  };
+  EXPECT_EQ(be32(16), 640u);
+  EXPECT_EQ(be32(20), 400u);
+  EXPECT_FALSE(fs::exists(dir / "curve.png.tmp"));
 }

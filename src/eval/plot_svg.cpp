@@ -4,6 +4,14 @@
 #include <cmath>
 #include <fstream>
 #include <fmt/format.h>
+#include <spawn.h>
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
 
 #include "util/error.h"
 
@@ -155,8 +163,10 @@ std::string render_svg(const LinePlot& plot) {
   return svg;
 }
 
-void write_svg(const std::filesystem::path& path, const LinePlot& plot) {
-  const std::string svg = render_svg(plot);
+void write_svg(const std::filesystem::path& path, const LinePlot& plot) { write_svg_document(path, render_svg(plot)); }
+
+void write_svg_document(const std::filesystem::path& path, const std::string& svg) {
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
   const auto tmp = std::filesystem::path(path.string() + ".tmp");
   {
     std::ofstream out(tmp, std::ios::binary);
@@ -164,6 +174,53 @@ void write_svg(const std::filesystem::path& path, const LinePlot& plot) {
     if (!out) fail("{}: cannot write", tmp.string());
   }
   std::filesystem::rename(tmp, path);
+  write_png_from_svg(path, std::filesystem::path(path).replace_extension(".png"));
+}
+
+namespace {
+
+bool on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  if (!path) return false;
+  std::string dirs = path;
+  for (size_t begin = 0; begin <= dirs.size();) {
+    const size_t end = std::min(dirs.find(':', begin), dirs.size());
+    const std::string dir = dirs.substr(begin, end - begin);
+    if (!dir.empty() && ::access((std::filesystem::path(dir) / program).c_str(), X_OK) == 0) return true;
+    begin = end + 1;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool write_png_from_svg(const std::filesystem::path& svg, const std::filesystem::path& png) {
+  static std::atomic<bool> warned{false};
+  if (!on_path("rsvg-convert")) {
+    if (!warned.exchange(true))
+      spdlog::warn("rsvg-convert not found (Debian package librsvg2-bin): plots are written as SVG only");
+    return false;
+  }
+  // argv, not a shell command line: any file name is safe. Written to a temporary name, renamed when complete.
+  const std::string tmp = png.string() + ".tmp";
+  std::vector<std::string> args = {"rsvg-convert", "--background-color=white", "--format=png",
+                                   "--output=" + tmp,  svg.string()};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  if (posix_spawnp(&pid, "rsvg-convert", nullptr, nullptr, argv.data(), environ) != 0)
+    fail("{}: cannot start rsvg-convert", svg.string());
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) fail("{}: waiting for rsvg-convert failed", svg.string());
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::filesystem::remove(tmp);
+    fail("rsvg-convert could not render {} to PNG (exit status {})", svg.string(), WEXITSTATUS(status));
+  }
+  std::filesystem::rename(tmp, png);
+  return true;
 }
 
 }  // namespace guardkit::eval

@@ -25,8 +25,16 @@ struct LinePlot {
 
 // The SVG document. Throws guardkit::Error when a series has mismatched x/y lengths.
 std::string render_svg(const LinePlot& plot);
-// Writes it (through a temporary file and a rename).
+// Writes it (through a temporary file and a rename), and the same picture as PNG next to it (path with .png) when
+// write_png_from_svg can.
 void write_svg(const std::filesystem::path& path, const LinePlot& plot);
+// Any SVG document, written the same way (and its PNG).
+void write_svg_document(const std::filesystem::path& path, const std::string& svg);
+
+// Renders an SVG file to PNG (white background) with librsvg's `rsvg-convert` (Debian package librsvg2-bin, installed
+// by scripts/install-deps.sh) in its own process. Returns false, and warns once, when the tool is not installed: the
+// SVG is the primary output, the PNG is for viewers that cannot show SVG. Throws when the tool is there but fails.
+bool write_png_from_svg(const std::filesystem::path& svg, const std::filesystem::path& png);
 
 // Tick positions covering [lo, hi] at a 1/2/5 x 10^k step, about `target` of them.
 std::vector<double> nice_ticks(double lo, double hi, int target = 6);

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <fstream>
 
+#include "eval/plot_svg.h"
 #include "redteam/bias_attack.h"
 #include "util/error.h"
 
@@ -132,7 +133,7 @@ void write_bias_report(const std::vector<BiasSummary>& arms, const std::filesyst
     if (!out) fail("{}: cannot write", path.string());
   };
   write(markdown_path, md);
-  write(svg_path, bar_chart_svg(arms));
+  eval::write_svg_document(svg_path, bar_chart_svg(arms));
 }
 
 }  // namespace guardkit::redteam

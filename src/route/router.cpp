@@ -112,13 +112,20 @@ struct SafeRouteRouter::State {
     return w.mul_(at::exp(log_sigma)).add_(mu);
   }
 
+  // x @ w^T + b with the GEMM in `gemm_type` (fp32 or bf16) and the result, bias and gradients back in fp32.
+  static at::Tensor linear_in(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, at::ScalarType gemm_type) {
+    if (gemm_type == at::kFloat) return at::linear(x, w, b);
+    return at::linear(x.to(gemm_type), w.to(gemm_type)).to(at::kFloat).add(b);
+  }
+
   // x [B, d] -> logits [B] for given weights (one posterior sample, or the posterior mean).
   at::Tensor forward_with(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
-                          const at::Tensor& b2, const at::Tensor& w3, const at::Tensor& b3) const {
+                          const at::Tensor& b2, const at::Tensor& w3, const at::Tensor& b3,
+                          at::ScalarType gemm_type = at::kFloat) const {
     const int64_t h = config.hidden;
-    at::Tensor a = at::relu(at::layer_norm(at::linear(x, w1, b1), {h}, n1.weight, n1.bias, 1e-5));  // [B, h]
-    a = at::relu(at::layer_norm(at::linear(a, w2, b2), {h}, n2.weight, n2.bias, 1e-5));              // [B, h]
-    return at::linear(a, w3, b3).squeeze(-1);                                                        // [B]
+    at::Tensor a = at::relu(at::layer_norm(linear_in(x, w1, b1, gemm_type), {h}, n1.weight, n1.bias, 1e-5));  // [B, h]
+    a = at::relu(at::layer_norm(linear_in(a, w2, b2, gemm_type), {h}, n2.weight, n2.bias, 1e-5));             // [B, h]
+    return at::linear(a, w3, b3).squeeze(-1);                                                                 // [B]
   }
 
   // x [B, d] -> logits [B]. One weight sample per call when `gen` is set (torchbnn draws one per forward, in the
@@ -140,7 +147,8 @@ json config_to_json(const RouterConfig& c) {
           {"warmup_steps", c.warmup_steps}, {"batch_size", c.batch_size},
           {"epochs", c.epochs},         {"class_balanced", c.class_balanced},
           {"seed", c.seed},             {"mc_samples", c.mc_samples},
-          {"delta", c.delta},           {"threshold", c.threshold}};
+          {"delta", c.delta},           {"threshold", c.threshold},
+          {"bf16", c.bf16}};
 }
 
 RouterConfig config_from_json(const json& j, const std::string& origin) {
@@ -160,6 +168,7 @@ RouterConfig config_from_json(const json& j, const std::string& origin) {
     c.mc_samples = j.value("mc_samples", c.mc_samples);
     c.delta = j.value("delta", c.delta);
     c.threshold = j.value("threshold", c.threshold);
+    c.bf16 = j.value("bf16", c.bf16);
   } catch (const json::exception& e) {
     fail("{}: bad router config: {}", origin, e.what());
   }
@@ -260,8 +269,10 @@ SafeRouteRouter SafeRouteRouter::train(const FeatureCache& data, const RouterCon
   state->init(config.seed);
 
   const int64_t n = static_cast<int64_t>(data.size());
-  const at::Tensor features =
+  const at::ScalarType gemm_type = config.bf16 ? at::kBFloat16 : at::kFloat;
+  at::Tensor features =
       at::from_blob(const_cast<float*>(data.features.data()), {n, data.dim}, at::kFloat);  // [N, d], read-only
+  if (config.bf16) features = features.to(at::kBFloat16);  // converted once, not per batch
   const std::vector<int> t = data.routing_labels(config.delta);
   at::Tensor targets = at::empty({n}, at::kFloat);
   int64_t positives = 0;
@@ -350,7 +361,7 @@ SafeRouteRouter SafeRouteRouter::train(const FeatureCache& data, const RouterCon
       for (size_t i : plain) params[i]->mutable_grad() = at::Tensor();
     }
     const at::Tensor logits = state->forward_with(x, samples[0].w, samples[1].w, samples[2].w, samples[3].w,
-                                                  samples[4].w, samples[5].w);  // [B]
+                                                  samples[4].w, samples[5].w, gemm_type);  // [B]
     const at::Tensor bce = at::binary_cross_entropy_with_logits(logits, y);
     bce.backward();
 
@@ -404,7 +415,7 @@ SafeRouteRouter SafeRouteRouter::train(const FeatureCache& data, const RouterCon
     io::write_safetensors(state_file, writes, {{"format", "pt"}, {"guardkit", meta.dump()}});
   };
 
-  at::Tensor x_full = at::empty({config.batch_size, data.dim});  // reused by every full batch
+  at::Tensor x_full = at::empty({config.batch_size, data.dim}, features.scalar_type());  // reused by full batches
   ProgressBar bar("router", static_cast<size_t>(config.epochs), config.progress);
   bar.update(static_cast<size_t>(first_epoch));
   auto last_save = std::chrono::steady_clock::now();

@@ -283,7 +283,7 @@ void run_eval(const EvalArgs& a, const GlobalOptions& global) {
   write_text(fs::path(a.out) / "results.json", results.dump(1));
   write_text(fs::path(a.out) / "results.md", md);
   fmt::print("{}", md);
-  fmt::print("wrote {}/results.json, results.md and per-dataset *_tradeoff.json / *.svg\n", a.out);
+  fmt::print("wrote {}/results.json, results.md and per-dataset *_tradeoff.json / *.svg / *.png\n", a.out);
 }
 
 void add_route_command(CLI::App& app, GlobalOptions& global) {
@@ -324,6 +324,9 @@ void add_route_command(CLI::App& app, GlobalOptions& global) {
       ->capture_default_str();
   train->add_option("--seed", ta->config.seed, "seed")->capture_default_str();
   train->add_flag("!--no-balance", ta->config.class_balanced, "plain shuffling instead of class-balanced sampling");
+  train->add_flag("--bf16", ta->config.bf16,
+                  "bfloat16 GEMMs for the wide layers while training (oneDNN; ~2x faster on AVX512_BF16 CPUs, "
+                  "weights stay fp32)");
   train->add_option("--threshold", ta->threshold, "default (0.5) | number | share:F | f1")->capture_default_str();
   train->callback([ta, &global]() { run_train(*ta, global); });
 
@@ -374,7 +377,7 @@ Example (the paper's recipe: 7 rounds with Llama-3.1-8B-Instruct behind vLLM):
   ev->add_option("--random-p", ea->random_p, "random baseline's routing probability")->capture_default_str();
   ev->add_option("--seed", ea->seed, "random baseline seed")->capture_default_str();
   ev->add_option("--points", ea->points, "points per trade-off curve")->capture_default_str();
-  ev->add_option("--out", ea->out, "output directory (results.json, results.md, *_tradeoff.json, *.svg)")->required();
+  ev->add_option("--out", ea->out, "output directory (results.json, results.md, *_tradeoff.json, *.svg, *.png when rsvg-convert is installed)")->required();
   ev->callback([ea, &global]() { run_eval(*ea, global); });
 }
 
