@@ -4,10 +4,12 @@
 //
 //   bench_serve [--model xsmall|small-default|fixture|DIR] [--seconds S] [--clients 1,4,16] [--max-batch N]
 //               [--max-wait-us U] [--rounds R] [--threads T] [--max-length L] [--guard-batch G]
+//               [--pass-overhead TOKENS]
 //   (off and on alternate R times per client count; the best round of each is reported, lost/failed requests are
 //    summed over all rounds; --threads: libtorch threads, default all cores; --max-length: the guard's token cap;
 //    --guard-batch: the classifier's micro-batch, default max(16, max batch) — e.g. 8 scores a batch of 16 as two
-//    length-sorted halves, each padded only to its own longest)
+//    length-sorted halves, each padded only to its own longest; --pass-overhead: the classifier's
+//    pass_overhead_tokens, 0 = fixed chunks, default the guard's)
 //
 // xsmall (default): a DeBERTa-v3-xsmall-shaped classifier (hidden 384, 12 layers, 6 heads, FFN 1536) with random
 // weights and the fixture's tokenizer, written to a temp folder; small-default: the shape of `guardkit bootstrap`'s
@@ -213,6 +215,7 @@ int main(int argc, char** argv) {
   double seconds = 4.0;
   std::vector<int> client_counts = {1, 4, 16};
   int max_batch = 16, max_wait_us = 2000, rounds = 2, threads = 0, guard_batch = 0;
+  double pass_overhead = -1;
   int64_t max_length = -1;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -230,6 +233,7 @@ int main(int argc, char** argv) {
     else if (a == "--rounds") rounds = std::max(1, std::stoi(next()));
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--guard-batch") guard_batch = std::stoi(next());
+    else if (a == "--pass-overhead") pass_overhead = std::stod(next());
     else if (a == "--max-length") max_length = std::stoll(next());
     else if (a == "--clients") {
       client_counts.clear();
@@ -256,6 +260,7 @@ int main(int argc, char** argv) {
   // The classifier's micro-batch: a server batch is scored in length-sorted micro-batches of this many (the models
   // file's option batch_size); smaller than max batch = length buckets, less padding.
   options.batch_size = static_cast<size_t>(guard_batch > 0 ? guard_batch : std::max(16, max_batch));
+  if (pass_overhead >= 0) options.pass_overhead_tokens = pass_overhead;
   std::shared_ptr<guard::Guard> guard(guard::ClassifierGuard::load(dir, options));
 
   std::cout << "bench_serve: POST /v1/moderations over loopback, model " << model << " (" << dir.string() << ")\n"
@@ -263,7 +268,7 @@ int main(int argc, char** argv) {
             << ", OMP_WAIT_POLICY " << (std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "(unset)")
             << ", OPENBLAS_CORETYPE " << (std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "(unset)")
             << ", " << seconds << " s per run, batching on = max batch " << max_batch << " / max wait " << max_wait_us
-            << " us, guard micro-batch " << options.batch_size << ", max_length " << options.max_length << ", best of "
+            << " us, guard micro-batch " << options.batch_size << " (pass overhead " << options.pass_overhead_tokens << " tokens), max_length " << options.max_length << ", best of "
             << rounds << " alternating rounds\n\n";
   // The ceiling batching can reach: the guard alone, per-item time at batch 1 vs batch 16 (same process, no HTTP).
   {
@@ -271,20 +276,24 @@ int main(int argc, char** argv) {
     for (const auto& p : kPrompts) items.push_back(guard::Conversation::from_prompt(p));
     guard->score(items);  // warm-up
     // Interleaved repetitions, best of each: other load on the machine only ever makes a repetition slower.
-    // Also: the same 16 in two length buckets of 8 (shortest half, longest half), to see what padding costs.
-    std::vector<guard::Conversation> by_length = items;
-    std::sort(by_length.begin(), by_length.end(), [](const auto& a, const auto& b) {
-      return a.messages.back().content.size() < b.messages.back().content.size();
-    });
-    const std::vector<guard::Conversation> short_half(by_length.begin(), by_length.begin() + by_length.size() / 2);
-    const std::vector<guard::Conversation> long_half(by_length.begin() + by_length.size() / 2, by_length.end());
-    double one_ms = 1e30, batched_ms = 1e30, bucketed_ms = 1e30;
+    // Also: the same 16 as one fixed padded pass (pass_overhead_tokens 0: no length-aware split), to see what the
+    // planned micro-batches save in padding.
+    guard::ClassifierGuardOptions fixed_options = options;
+    fixed_options.pass_overhead_tokens = 0;
+    std::shared_ptr<guard::Guard> fixed_guard(guard::ClassifierGuard::load(dir, fixed_options));
+    fixed_guard->score(items);  // warm-up
+    std::vector<size_t> lengths;
+    for (const auto& item : items)
+      lengths.push_back(static_cast<guard::ClassifierGuard&>(*guard).encode(item).ids.size());
+    std::sort(lengths.rbegin(), lengths.rend());
+    std::string plan;
+    for (size_t n : guard::plan_micro_batches(lengths, options.batch_size, options.pass_overhead_tokens))
+      plan += (plan.empty() ? "" : "+") + std::to_string(n);
+    double one_ms = 1e30, batched_ms = 1e30, fixed_ms = 1e30;
     for (int rep = 0; rep < 5; ++rep) {
       const auto t2 = Clock::now();
-      guard->score(short_half);
-      guard->score(long_half);
-      bucketed_ms = std::min(bucketed_ms,
-                             std::chrono::duration<double, std::milli>(Clock::now() - t2).count() / items.size());
+      fixed_guard->score(items);
+      fixed_ms = std::min(fixed_ms, std::chrono::duration<double, std::milli>(Clock::now() - t2).count() / items.size());
       const auto t0 = Clock::now();
       for (const auto& item : items) guard->score({item});
       one_ms = std::min(one_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count() / items.size());
@@ -293,10 +302,11 @@ int main(int argc, char** argv) {
       batched_ms = std::min(batched_ms,
                             std::chrono::duration<double, std::milli>(Clock::now() - t1).count() / items.size());
     }
-    std::cout << fmt::format("guard alone: {:.2f} ms per item at batch 1, {:.2f} ms per item at batch {} ({:.2f}x), "
-                             "{:.2f} ms per item in two length buckets of {} ({:.2f}x)\n\n",
-                             one_ms, batched_ms, items.size(), one_ms / batched_ms, bucketed_ms, items.size() / 2,
-                             one_ms / bucketed_ms);
+    std::cout << fmt::format("guard alone, {} prompts of {}..{} tokens: {:.2f} ms per item at batch 1; batch of {} "
+                             "as one padded pass {:.2f} ms per item ({:.2f}x), as planned passes {} (pass overhead {} "
+                             "tokens) {:.2f} ms per item ({:.2f}x)\n\n",
+                             items.size(), lengths.back(), lengths.front(), one_ms, items.size(), fixed_ms,
+                             one_ms / fixed_ms, plan, options.pass_overhead_tokens, batched_ms, one_ms / batched_ms);
   }
   std::cout << "| batching | clients | requests ok | lost/failed | req/s | req per CPU-s | p50 ms | p99 ms | mean batch |\n"
             << "|---|---|---|---|---|---|---|---|---|\n";

@@ -10,6 +10,8 @@ using namespace guardkit;
 using guardkit::guard::ClassifierGuard;
 using guardkit::guard::ClassifierGuardOptions;
 using guardkit::guard::Conversation;
+using guardkit::guard::GuardResult;
+using guardkit::guard::plan_micro_batches;
 using nlohmann::json;
 
 namespace {
@@ -83,6 +85,49 @@ TEST(ClassifierGuard, SortedPaddedBatchKeepsInputOrder) {
   // Features were not asked for: none returned.
   EXPECT_TRUE(guard->score({batch[0]})[0].feature.empty());
   EXPECT_TRUE(guard->score({}).empty());
+}
+
+TEST(ClassifierGuard, LengthAwareMicroBatchesKeepScoresForEveryOverhead) {
+  std::vector<Conversation> batch;
+  for (const json& c : cases()["cases"]) batch.push_back(conversation_of(c));
+  std::vector<GuardResult> reference;
+  for (double overhead : {0.0, 1.0, 48.0, 1e9}) {  // fixed chunks, one pass per length, mixed, one pass
+    ClassifierGuardOptions options;
+    options.batch_size = 4;
+    options.pass_overhead_tokens = overhead;
+    auto results = ClassifierGuard::load(model_dir(), options)->score(batch);
+    ASSERT_EQ(results.size(), batch.size());
+    if (reference.empty()) reference = results;
+    for (size_t i = 0; i < batch.size(); ++i) EXPECT_NEAR(results[i].p_unsafe, reference[i].p_unsafe, 1e-5) << overhead;
+  }
+}
+
+TEST(ClassifierGuard, MicroBatchPlanKnownAnswers) {
+  using V = std::vector<size_t>;
+  // no overhead model: fixed chunks of max_batch
+  EXPECT_EQ(plan_micro_batches({9, 9, 9, 9, 9}, 2, 0), (V{2, 2, 1}));
+  // equal lengths: padding costs nothing, so as few passes as allowed
+  EXPECT_EQ(plan_micro_batches(V(16, 20), 16, 48), (V{16}));
+  EXPECT_EQ(plan_micro_batches(V(10, 20), 4, 48), (V{4, 4, 2}));
+  // two clusters far apart: one pass each (cost 2x48 + 4x100 + 4x10 beats 48 + 8x100)
+  EXPECT_EQ(plan_micro_batches({100, 100, 100, 100, 10, 10, 10, 10}, 16, 48), (V{4, 4}));
+  // ... unless a pass costs more than the padding it saves
+  EXPECT_EQ(plan_micro_batches({100, 100, 100, 100, 10, 10, 10, 10}, 16, 1000), (V{8}));
+  // tiny overhead: every distinct length its own pass
+  EXPECT_EQ(plan_micro_batches({30, 30, 20, 10, 10}, 16, 0.5), (V{2, 1, 2}));
+  EXPECT_TRUE(plan_micro_batches({}, 16, 48).empty());
+  EXPECT_THROW(plan_micro_batches({3}, 0, 48), guardkit::Error);
+  // the plan always covers every item exactly once, within max_batch
+  std::vector<size_t> lengths;
+  for (size_t i = 0; i < 37; ++i) lengths.push_back(200 - 5 * i);
+  const V plan = plan_micro_batches(lengths, 8, 48);
+  size_t total = 0;
+  for (size_t s : plan) {
+    EXPECT_GE(s, 1u);
+    EXPECT_LE(s, 8u);
+    total += s;
+  }
+  EXPECT_EQ(total, lengths.size());
 }
 
 TEST(ClassifierGuard, FlopsFollowTheDocumentedFormula) {

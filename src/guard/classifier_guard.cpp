@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 
 #include "util/error.h"
@@ -42,6 +43,30 @@ text::Encoding ClassifierGuard::encode(const Conversation& conversation) const {
   return tokenizer_->encode_for_model(prompt, pair, options_.max_length, options_.truncation, options_.parse_special);
 }
 
+std::vector<size_t> plan_micro_batches(const std::vector<size_t>& lengths, size_t max_batch, double overhead_tokens) {
+  const size_t n = lengths.size();
+  std::vector<size_t> sizes;
+  if (n == 0) return sizes;
+  if (max_batch == 0) fail("plan_micro_batches: max_batch must be positive");
+  if (!(overhead_tokens > 0)) {
+    for (size_t start = 0; start < n; start += max_batch) sizes.push_back(std::min(max_batch, n - start));
+    return sizes;
+  }
+  // best[i]: cheapest split of the first i items; cut[i]: where its last pass starts.
+  std::vector<double> best(n + 1, 0.0);
+  std::vector<size_t> cut(n + 1, 0);
+  for (size_t i = 1; i <= n; ++i) {
+    best[i] = std::numeric_limits<double>::infinity();
+    for (size_t j = i - std::min(i, max_batch); j < i; ++j) {  // last pass = items j..i-1, padded to lengths[j]
+      const double cost = best[j] + overhead_tokens + static_cast<double>(i - j) * static_cast<double>(lengths[j]);
+      if (cost <= best[i]) best[i] = cost, cut[i] = j;  // ties: the later cut, so full passes come first
+    }
+  }
+  for (size_t i = n; i > 0; i = cut[i]) sizes.push_back(i - cut[i]);
+  std::reverse(sizes.begin(), sizes.end());
+  return sizes;
+}
+
 std::vector<GuardResult> ClassifierGuard::score(const std::vector<Conversation>& batch, const ScoreOptions& options) {
   std::vector<GuardResult> results(batch.size());
   if (batch.empty()) return results;
@@ -57,8 +82,12 @@ std::vector<GuardResult> ClassifierGuard::score(const std::vector<Conversation>&
 
   const int32_t pad = tokenizer_->pad_id().value_or(static_cast<int32_t>(model_->config().pad_token_id));
   at::NoGradGuard no_grad;
-  for (size_t start = 0; start < order.size(); start += options_.batch_size) {
-    const size_t count = std::min(options_.batch_size, order.size() - start);
+  std::vector<size_t> sorted_lengths;
+  for (size_t index : order) sorted_lengths.push_back(encodings[index].ids.size());
+  const std::vector<size_t> passes =
+      plan_micro_batches(sorted_lengths, options_.batch_size, options_.pass_overhead_tokens);
+  size_t start = 0;
+  for (const size_t count : passes) {
     size_t length = 0;
     for (size_t i = 0; i < count; ++i) length = std::max(length, encodings[order[start + i]].ids.size());
     at::Tensor ids = at::full({static_cast<int64_t>(count), static_cast<int64_t>(length)}, pad, at::kLong);
@@ -92,6 +121,7 @@ std::vector<GuardResult> ClassifierGuard::score(const std::vector<Conversation>&
         r.feature.assign(row, row + pooled.size(1));
       }
     }
+    start += count;
   }
   return results;
 }

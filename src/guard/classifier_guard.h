@@ -31,10 +31,19 @@ struct ClassifierGuardOptions {
   // such text as plain text.
   bool parse_special = true;
   int64_t unsafe_label = 1;  // index of the unsafe class in the logits
-  size_t batch_size = 16;    // sequences per forward pass
+  size_t batch_size = 16;    // at most this many sequences per forward pass
+  // Cost of one forward pass beyond its tokens, in padded tokens (op dispatch, thread wake-ups). A scored batch is
+  // sorted by length and cut into the micro-batches that minimise (passes x this + padded tokens): similar lengths
+  // share a pass, very different ones do not pad each other. 0 = fixed chunks of batch_size.
+  double pass_overhead_tokens = 48;
   c10::ScalarType dtype = c10::kFloat;
   c10::Device device = c10::Device(c10::kCPU);
 };
+
+// Micro-batch sizes for items sorted longest first (`lengths` descending): the split minimising
+// passes x overhead_tokens + sum over passes of (items x longest), at most max_batch items a pass (dynamic
+// programming, O(n x max_batch)). overhead_tokens <= 0 gives fixed chunks of max_batch.
+std::vector<size_t> plan_micro_batches(const std::vector<size_t>& lengths, size_t max_batch, double overhead_tokens);
 
 class ClassifierGuard : public Guard {
  public:

@@ -236,6 +236,13 @@ class OptionReader {
       fail("model '{}': option '{}' must be an integer >= {}", spec_.name, key, minimum);
     return v.get<int64_t>();
   }
+  double number(const char* key, double fallback, double minimum) {
+    if (!has(key)) return fallback;
+    const json& v = spec_.options[key];
+    if (!v.is_number() || v.get<double>() < minimum)
+      fail("model '{}': option '{}' must be a number >= {}", spec_.name, key, minimum);
+    return v.get<double>();
+  }
   std::string choice(const char* key, const std::string& fallback, const std::set<std::string>& allowed) {
     if (!has(key)) return fallback;
     const json& v = spec_.options[key];
@@ -272,6 +279,7 @@ std::unique_ptr<Guard> make_classifier_guard(const ModelSpec& spec) {
   options.parse_special = read.boolean("parse_special", options.parse_special);
   options.unsafe_label = read.integer("unsafe_label", options.unsafe_label, 0);
   options.batch_size = static_cast<size_t>(read.integer("batch_size", static_cast<int64_t>(options.batch_size), 1));
+  options.pass_overhead_tokens = read.number("pass_overhead_tokens", options.pass_overhead_tokens, 0.0);
   const std::string truncation =
       read.choice("truncation", "longest_first", {"longest_first", "only_first", "only_second", "none"});
   options.truncation = truncation == "only_first"    ? text::Truncation::OnlyFirst
