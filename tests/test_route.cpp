@@ -162,7 +162,7 @@ TEST(RouteRouter, Bf16TrainingLearnsTheSameAnswerAndSavesFp32) {
   // not the fp32 run under another name: the bf16 GEMMs round, so the losses differ
   SafeRouteRouter fp32 = SafeRouteRouter::train(train, quick_config(40));
   EXPECT_NE(router.history().back().bce, fp32.history().back().bce);
-  const fs::path dir = temp_dir("router_bf16");
+  const fs::path dir = guardkit::test::temp_dir("router_bf16");
   router.save(dir);
   SafeRouteRouter loaded = SafeRouteRouter::load(dir);
   EXPECT_TRUE(loaded.config().bf16);
@@ -518,7 +518,7 @@ TEST(RoutePlot, SvgHasAxesSeriesAndLegend) {
 }
 
 TEST(RoutePlot, WritesSvgAndAPngOfTheSameSize) {
-  const fs::path dir = temp_dir("route_plot_png");
+  const fs::path dir = guardkit::test::temp_dir("route_plot_png");
   guardkit::eval::LinePlot plot;
   plot.title = "safety F1 vs large-model share";
   plot.x_label = "large-model share";

@@ -156,7 +156,7 @@ std::string render_svg(const LinePlot& plot) {
     // Legend entry.
     const double ly = top + 12 + 20.0 * k;
     svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{2:.1f}\" y2=\"{1:.1f}\" stroke=\"{3}\" stroke-width=\"2.5\"{4}/>\n",
-                       left + pw + 14, ly, left + pw + 40, ly, colour, dash);
+                       left + pw + 14, ly, left + pw + 40, colour, dash);
     svg += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\">{}</text>\n", left + pw + 46, ly + 4, escape(s.name));
   }
   svg += "</svg>\n";
