@@ -927,6 +927,7 @@ struct GuardServer::Impl {
     // Small JSON answers on keep-alive connections: without TCP_NODELAY, Nagle + delayed ACKs add ~40 ms each.
     http.set_tcp_nodelay(true);
     http.set_keep_alive_timeout(config.keep_alive_seconds);
+    http.set_keep_alive_max_count(static_cast<size_t>(std::max(1, config.keep_alive_max_requests)));
     http.set_read_timeout(10, 0);
     http.set_write_timeout(10, 0);
     http.set_error_handler(httplib::Server::HandlerWithResponse(

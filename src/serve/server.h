@@ -54,6 +54,9 @@ struct ServerConfig {
 
   int http_threads = 64;  // concurrent connections served (each keep-alive connection holds one)
   int keep_alive_seconds = 2;
+  // Requests one keep-alive connection may carry before the server closes it (cpp-httplib's default is 5, which makes
+  // busy clients reconnect every 5 requests; nginx's keepalive_requests default is 1000).
+  int keep_alive_max_requests = 1000;
 
   // Which served guards play which part. Empty default_model: the small model (else the first served guard).
   std::string default_model;
