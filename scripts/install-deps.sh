@@ -7,7 +7,7 @@ PKGS=(build-essential cmake ninja-build ccache pkg-config
       libtorch-dev libopenblas0-openmp
       nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libcpp-httplib-dev
       googletest libgtest-dev libgmock-dev
-      zlib1g-dev sentencepiece librsvg2-bin fonts-dejavu-core)
+      zlib1g-dev libssl-dev sentencepiece librsvg2-bin fonts-dejavu-core)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
