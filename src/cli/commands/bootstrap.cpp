@@ -20,7 +20,7 @@ void add_bootstrap_command(CLI::App& app, GlobalOptions&) {
       "(--mlm-steps, 0 = skip; the checkpoint is kept in --out/pretrained, Hugging Face DebertaV2ForMaskedLM);\n"
       "the large guard fine-tuned on the labels; a small guard distilled from it (HarmAug loss); the SafeRoute\n"
       "router between them; then models.json and README.md with held-out scores in --out.\n"
-      "About 5 minutes on 2 idle cores (see README.md for measured times).\n"
+      "About 8 minutes on 2 idle cores (see README.md for measured times).\n"
       "Training and evaluation sets are disjoint; non-commercial sets are only evaluated on.\n"
       "Example:\n  guardkit bootstrap --out models/default && guardkit check --models models/default/models.json "
       "--model saferoute --examples");
