@@ -171,6 +171,15 @@ TEST(LocalLlamaBackend, InstructionGenerationResumesToTheSameRows) {
   EXPECT_EQ(full_rows.size(), full.kept);
   EXPECT_EQ(read_lines(dir / "resumed.jsonl"), full_rows);
   EXPECT_GT(full.requests, 0u);
+  // Rejection counts come back from the progress file on resume (a finished run: nothing left to request).
+  {
+    std::ofstream progress(dir / "counted.jsonl.progress.json");
+    progress << R"({"next_request": 12, "kept": 0, "rejected": {"too short": 3, "refusal": 2}})";
+  }
+  InstructionStats counted = generate_instructions(config, seeds, local_backend(), dir / "counted.jsonl");
+  EXPECT_EQ(counted.requests, 12u);
+  EXPECT_EQ(counted.rejected["too short"], 3u);
+  EXPECT_EQ(counted.rejected["refusal"], 2u);
   std::filesystem::remove_all(dir);
 }
 

@@ -143,7 +143,9 @@ InstructionStats generate_instructions(const InstructionConfig& config,
     auto p = json::parse(read_file(progress_path), nullptr, false);
     if (p.is_discarded() || !p.contains("next_request")) fail("{}: damaged progress file", progress_path.string());
     next_request = p["next_request"].get<size_t>();
-    for (auto& [reason, count] : p.value("rejected", json::object()).items()) stats.rejected[reason] = count.get<size_t>();
+    // A named copy: in `for (x : p.value(...).items())` the json temporary dies before the loop body (C++20).
+    const json rejected = p.value("rejected", json::object());
+    for (auto& [reason, count] : rejected.items()) stats.rejected[reason] = count.get<size_t>();
   }
   stats.requests = next_request;
 
