@@ -23,10 +23,10 @@ EVAL_SETS=(openai_moderation toxicchat harmbench_classifier_val beavertails_eval
 TRAIN_SETS=(advbench_behaviors strongreject gptfuzz_questions xstest_prompts gptfuzz_responses jailbreakbench
             dices_990 xstest_completions_harm)
 if [ "${TABLETOP_QUICK:-0}" = 1 ]; then
-  EVAL_LIMIT=40; GEN_ARGS=(--steps 20); GEN_COUNT=16; DISTILL_STEPS=10; RT_LIMIT=2; ROUTER_EPOCHS=20
+  EVAL_LIMIT=40; GEN_ARGS=(--steps 20); GEN_COUNT=16; DISTILL_STEPS=10; RT_LIMIT=2; RT_TRIALS=1; ROUTER_EPOCHS=20
   BOOT_ARGS=(--max-train 300 --max-eval 40 --large-epochs 1 --small-epochs 1 --router-epochs 20 --mlm-steps 10)
 else
-  EVAL_LIMIT=400; GEN_ARGS=(); GEN_COUNT=400; DISTILL_STEPS=300; RT_LIMIT=20; ROUTER_EPOCHS=300
+  EVAL_LIMIT=400; GEN_ARGS=(); GEN_COUNT=400; DISTILL_STEPS=300; RT_LIMIT=20; RT_TRIALS=3; ROUTER_EPOCHS=300
   BOOT_ARGS=()
 fi
 mkdir -p "$W" "$DOCS/tabletop"
@@ -46,7 +46,8 @@ mkdir -p "$W/route"
 tests=()
 for set in "${EVAL_SETS[@]}"; do
   cache="$W/route/$set.safetensors"
-  [ -f "$cache" ] || GK route features --small "$MODELS/small" --large "$MODELS/large" --data "$set" \
+  # Through the models file: the guards run with the max_length they were trained and are served with (64).
+  [ -f "$cache" ] || GK route features --models "$MODELS/models.json" --small small --large large --data "$set" \
     --limit "$EVAL_LIMIT" --batch 32 --out "$cache"
   tests+=("$cache")
 done
@@ -71,6 +72,11 @@ GK augment respond --llm "$GEN" --instructions "$A/instructions.jsonl" --out "$A
 GK augment label --teacher "$MODELS/large" --instructions "$A/instructions.jsonl" \
   --responses "$A/responses.jsonl" --out "$A/labelled.jsonl" --batch 32
 # Same student config, initialisation, seed and number of optimizer steps; the only difference is the HarmAug rows.
+# The students are evaluated as the default small guard is served: max_length 64, through a models file.
+cat > "$A/students.json" <<JSON
+{"models": [{"name": "student_without", "kind": "classifier", "path": "student_without/final", "max_length": 64},
+            {"name": "student_with", "kind": "classifier", "path": "student_with/final", "max_length": 64}]}
+JSON
 for arm in without with; do
   data=("${TRAIN_SETS[@]}")
   [ "$arm" = with ] && data+=("$A/labelled.jsonl")
@@ -80,14 +86,15 @@ for arm in without with; do
       --out "$A/student_$arm" --max-steps "$DISTILL_STEPS" --batch-size 32 --micro-batch 32 --max-length 64 \
       --lr 5e-4 --warmup 30 --seed 42
   fi
-  GK eval --model "$A/student_$arm/final" --data "${EVAL_SETS[@]}" --limit "$EVAL_LIMIT" --bootstrap 200 \
+  GK eval --models "$A/students.json" --model "student_$arm" --data "${EVAL_SETS[@]}" --limit "$EVAL_LIMIT" --bootstrap 200 \
     --json "$A/eval_$arm.json" --markdown "$A/eval_$arm.md" --predictions "$A/predictions_$arm" --no-progress
 done
 
 # ---- 3. BiasJailbreak and BiasDefense -------------------------------------------------------------------------------
 step "BiasJailbreak: the tiny model as target, without and with BiasDefense, and with a guard check"
 GK redteam defend --target "$GEN" --models "$MODELS/models.json" --check-guard large --judge-guard large \
-  --behaviours jailbreakbench --limit "$RT_LIMIT" --trials 1 --temperature 0 --max-tokens 64 --out "$W/redteam"
+  --behaviours jailbreakbench --limit "$RT_LIMIT" --trials "$RT_TRIALS" --temperature 1 --seed 1 --max-tokens 64 \
+  --out "$W/redteam"
 cp "$W/redteam/report.svg" "$DOCS/tabletop/redteam.svg"
 
 # ---- The report ----------------------------------------------------------------------------------------------------
@@ -127,7 +134,8 @@ minutes=$(( ($(date +%s) - started + 59) / 60 ))
   echo
   echo "A few generated instructions (verbatim):"
   echo
-  head -n 5 "$A/instructions.jsonl" | sed -n 's/.*"instruction": *"\([^"]*\)".*/- \1/p;s/.*"prompt": *"\([^"]*\)".*/- \1/p' | head -n 5
+  # the "prompt" string of each JSON line, escaped quotes and all, then unescaped
+  head -n 5 "$A/instructions.jsonl" | sed -n 's/.*"prompt": *"\(\([^"\\]\|\\.\)*\)".*/- \1/p' | sed 's/\\"/"/g; s/\\n/ /g'
   echo
   echo "Students: the small guard's configuration from scratch, $DISTILL_STEPS optimizer steps of 32, same seed; the"
   echo "only difference is the HarmAug rows (soft teacher labels, 0.5·(CE + KL)); original rows use their labels (CE)."
@@ -142,9 +150,11 @@ minutes=$(( ($(date +%s) - started + 59) / 60 ))
   echo
   echo "## 3. BiasJailbreak and BiasDefense"
   echo
-  echo "Target: the same tiny chat model, greedy, $RT_LIMIT JailbreakBench goals × the built-in keyword pairs."
+  echo "Target: the same tiny chat model, sampled at temperature 1 (seed 1), $RT_TRIALS trials per prompt, $RT_LIMIT JailbreakBench"
+  echo "goals × the built-in keyword pairs. It was trained to refuse or answer fiction requests at random, alike for every"
+  echo "keyword (\`guardkit train-generator\`), so a gap near zero is the expected honest outcome."
   echo
-  sed 's/^#/##/' "$W/redteam/report.md"
+  sed 's/^#/##/' "$W/redteam/report.md" | grep -v '^!\[success by keyword\](report.svg)$'
   echo
   echo "![BiasJailbreak](tabletop/redteam.svg)"
 } > "$DOCS/TABLETOP.md.tmp"
