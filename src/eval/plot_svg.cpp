@@ -19,9 +19,9 @@ namespace guardkit::eval {
 
 namespace {
 
-// Colour-blind-safe palette (Okabe-Ito), then greys.
+// Colour-blind-safe palette (Okabe-Ito), black and greys; Okabe-Ito yellow last (it hardly shows on white).
 const char* kColours[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
-                          "#F0E442", "#000000", "#666666", "#999999"};
+                          "#000000", "#666666", "#999999", "#F0E442"};
 
 std::string escape(const std::string& text) {
   std::string out;
