@@ -7,15 +7,16 @@
 #      instructions, the large guard labels them, and a small student is distilled with vs without them (same steps).
 #   3. BiasJailbreak — the same tiny model as the target, with and without BiasDefense, and with a guard check.
 # Every step resumes: rerun after a kill. Work files go to $TABLETOP_WORK (default tabletop_work/); the report and its
-# plots to docs/TABLETOP.md and docs/tabletop/. Needs a build (./scripts/build.sh). Takes about 40 minutes on 2 cores.
+# plots to docs/TABLETOP.md and docs/tabletop/. Needs a build (./scripts/build.sh). Took 12 min 48 s on 2 idle cores (29 Nov 2026), 8 of them the bootstrap.
 # TABLETOP_QUICK=1 shrinks every size (a smoke run of a few minutes; its numbers mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 GK_BIN=${GUARDKIT:-./build/guardkit}
-# One thread: on a shared 2-core machine two OpenMP threads lose most of their time at barriers (docs/BENCHMARKS.md).
-GK() { "$GK_BIN" --threads "${TABLETOP_THREADS:-1}" "$@"; }
+# All cores by default; on a machine shared with other heavy jobs set TABLETOP_THREADS=1 (OpenMP threads on preempted
+# cores lose most of their time at barriers: docs/BENCHMARKS.md).
+GK() { "$GK_BIN" --threads "${TABLETOP_THREADS:-0}" "$@"; }
 W=${TABLETOP_WORK:-tabletop_work}
 MODELS=${TABLETOP_MODELS:-models/default}
 DOCS=${TABLETOP_DOCS:-docs}
