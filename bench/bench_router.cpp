@@ -5,8 +5,9 @@
 // threads spin-wait and burn CPU).
 //   bench_router [--n 10000] [--dim 2048] [--epochs 3] [--threads 0] [--hidden 512] [--bf16 0|1]
 //                [--small NAME_OR_DIR]
-// With --small (a models-file name or a model directory), the same run also times that guard scoring 32 XSTest
-// prompts with features, and routing's share of it (routing needs the guard's feature width as --dim).
+// With --small (xsmall = a DeBERTa-v3-xsmall-shaped classifier with random weights, small-default = the shape of
+// `guardkit bootstrap`'s small guard, a models-file name or a model directory), the same run also times that guard
+// scoring 32 XSTest prompts with features, and routing's share of it; --dim then follows the guard's feature width.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,7 +19,9 @@
 #include "models/runtime.h"
 #include "route/router.h"
 #include "eval/datasets.h"
+#include "guard/classifier_guard.h"
 #include "guard/registry.h"
+#include "random_deberta.h"
 
 using namespace guardkit::route;
 
@@ -53,6 +56,16 @@ int main(int argc, char** argv) {
     }
   }
   guardkit::models::init_runtime(threads);
+  std::shared_ptr<guardkit::guard::Guard> guard;
+  std::filesystem::path generated;
+  if (!small_guard.empty()) {
+    if (small_guard == "xsmall" || small_guard == "small-default")
+      generated = guardkit::bench::write_random_deberta(
+          small_guard == "xsmall" ? guardkit::bench::kXsmall : guardkit::bench::kSmallDefault, "bench_router_small");
+    guard = generated.empty() ? guardkit::guard::ModelRegistry::load_default().guard(small_guard)
+                              : std::shared_ptr<guardkit::guard::Guard>(guardkit::guard::ClassifierGuard::load(generated));
+    dim = guard->feature_dim();
+  }
   std::mt19937_64 rng(1);
   std::normal_distribution<float> normal(0, 1);
   std::uniform_real_distribution<float> uniform(0, 1);
@@ -107,13 +120,7 @@ int main(int argc, char** argv) {
   std::printf("route: %.3f ms per batch of 32 (8 MC samples)\n",
               1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() / 50);
   router.set_mc_samples(0);
-  if (!small_guard.empty()) {
-    auto guard = guardkit::guard::ModelRegistry::load_default().guard(small_guard);
-    if (guard->feature_dim() != dim) {
-      std::fprintf(stderr, "--small gives %lld-d features; rerun with --dim %lld\n", (long long)guard->feature_dim(),
-                   (long long)guard->feature_dim());
-      return 2;
-    }
+  if (guard) {
     std::vector<guardkit::guard::Conversation> batch32;
     for (const auto& e : guardkit::eval::load_dataset("xstest_prompts")) {
       if (batch32.size() == 32) break;
@@ -128,6 +135,7 @@ int main(int argc, char** argv) {
     const double guard_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - g0).count() / kGuardReps;
     std::printf("small guard %s: %.3f ms per batch of 32 XSTest prompts (with features); routing adds %.3f%%\n",
                 small_guard.c_str(), 1e3 * guard_s, 100.0 * per_batch / guard_s);
+    if (!generated.empty()) std::filesystem::remove_all(generated);
   }
   return 0;
 }
