@@ -4,7 +4,7 @@
 //
 //   bench_serve [--model xsmall|small-default|fixture|DIR] [--seconds S] [--clients 1,4,16] [--max-batch N]
 //               [--max-wait-us U] [--rounds R] [--threads T] [--max-length L] [--guard-batch G]
-//               [--pass-overhead TOKENS]
+//               [--pass-overhead TOKENS] [--workers N]
 //   (off and on alternate R times per client count; the best round of each is reported, lost/failed requests are
 //    summed over all rounds; --threads: libtorch threads, default all cores; --max-length: the guard's token cap;
 //    --guard-batch: the classifier's micro-batch, default max(16, max batch) — e.g. 8 scores a batch of 16 as two
@@ -85,11 +85,14 @@ struct RunResult {
   double mean_batch = 0;
 };
 
+int g_workers = 1;  // --workers: batch workers per guard, the same with batching on and off
+
 RunResult run_load(std::shared_ptr<guard::Guard> guard, int clients, int max_batch, int max_wait_us, double seconds) {
   serve::ServerConfig config;
   config.host = "127.0.0.1";
   config.port = 0;
   config.max_batch = max_batch;
+  config.batch_workers = g_workers;
   config.max_wait = std::chrono::microseconds(max_wait_us);
   config.http_threads = std::max(8, clients + 4);
   config.queue_capacity = 4096;
@@ -178,6 +181,7 @@ int main(int argc, char** argv) {
     if (a == "--model") model = next();
     else if (a == "--seconds") seconds = std::stod(next());
     else if (a == "--max-batch") max_batch = std::stoi(next());
+    else if (a == "--workers") g_workers = std::stoi(next());
     else if (a == "--max-wait-us") max_wait_us = std::stoi(next());
     else if (a == "--rounds") rounds = std::max(1, std::stoi(next()));
     else if (a == "--threads") threads = std::stoi(next());
@@ -217,7 +221,7 @@ int main(int argc, char** argv) {
             << ", OMP_WAIT_POLICY " << (std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "(unset)")
             << ", OPENBLAS_CORETYPE " << (std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "(unset)")
             << ", " << seconds << " s per run, batching on = max batch " << max_batch << " / max wait " << max_wait_us
-            << " us, guard micro-batch " << options.batch_size << " (pass overhead " << options.pass_overhead_tokens << " tokens), max_length " << options.max_length << ", best of "
+            << " us, " << g_workers << " batch worker(s), guard micro-batch " << options.batch_size << " (pass overhead " << options.pass_overhead_tokens << " tokens), max_length " << options.max_length << ", best of "
             << rounds << " alternating rounds\n\n";
   // The ceiling batching can reach: the guard alone, per-item time at batch 1 vs batch 16 (same process, no HTTP).
   {

@@ -775,6 +775,31 @@ TEST(Batcher, KeepsOrderRefusesWhatDoesNotFitAndSkipsExpiredItems) {
   EXPECT_THROW(batcher.submit({guard::Conversation::from_prompt("x")}, {}, far), ShuttingDownError);
 }
 
+TEST(Batcher, SeveralWorkersScoreEveryItemOnceAndDrainOnShutdown) {
+  auto guard = load_fixture_guard("small");
+  BatcherOptions options;
+  options.max_batch = 3;
+  options.workers = 3;
+  options.max_wait = std::chrono::microseconds(500);
+  Batcher batcher(*guard, options);
+  auto far = Batcher::Clock::now() + 60s;
+  std::vector<guard::Conversation> items;
+  std::vector<std::future<guard::GuardResult>> futures;
+  for (int round = 0; round < 8; ++round)
+    for (size_t i = 0; i < kPrompts.size(); ++i) {
+      items.push_back(guard::Conversation::from_prompt(kPrompts[i] + std::string(round, '!')));
+      auto f = batcher.submit({items.back()}, {}, far);
+      futures.push_back(std::move(f[0]));
+    }
+  batcher.shutdown();  // drains: every queued item is still answered
+  for (size_t i = 0; i < items.size(); ++i)
+    EXPECT_NEAR(futures[i].get().p_unsafe, direct_score(*guard, items[i]), 1e-5) << i;
+  EXPECT_EQ(batcher.items_run(), static_cast<int64_t>(items.size()));
+  EXPECT_GE(batcher.batches_run(), static_cast<int64_t>((items.size() + 2) / 3));
+  options.workers = 0;
+  EXPECT_THROW(Batcher(*guard, options), Error);
+}
+
 TEST(Metrics, RendersPrometheusTextFormat) {
   MetricsRegistry m;
   m.describe_counter("c_total", "A counter.");

@@ -10,7 +10,8 @@ Batcher::Batcher(guard::Guard& guard, BatcherOptions options, MetricsRegistry* m
     : guard_(guard), options_(std::move(options)), metrics_(metrics) {
   if (options_.max_batch < 1) fail("batcher {}: max_batch must be >= 1, got {}", options_.name, options_.max_batch);
   if (options_.max_wait.count() < 0) fail("batcher {}: max_wait must be >= 0", options_.name);
-  worker_ = std::thread([this] { run(); });
+  if (options_.workers < 1) fail("batcher {}: workers must be >= 1, got {}", options_.name, options_.workers);
+  for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { run(); });
 }
 
 Batcher::~Batcher() { shutdown(); }
@@ -33,7 +34,8 @@ std::vector<std::future<guard::GuardResult>> Batcher::submit(std::vector<guard::
     }
     depth_.store(queue_.size());
   }
-  wake_.notify_one();
+  // With several workers, the one waiting for its batch to fill must see this, not only an idle one.
+  if (workers_.size() > 1) wake_.notify_all(); else wake_.notify_one();
   return futures;
 }
 
@@ -52,7 +54,7 @@ void Batcher::shutdown() {
       stopping_ = true;
     }
     wake_.notify_all();
-    worker_.join();
+    for (auto& worker : workers_) worker.join();
   });
 }
 
@@ -67,6 +69,7 @@ void Batcher::run() {
     wake_.wait_until(lock, fill_deadline, [&] {
       return stopping_ || flushing_ || queue_.size() >= max_batch || (options_.arriving && options_.arriving() == 0);
     });
+    if (queue_.empty()) continue;  // another worker took them
 
     size_t take = std::min(max_batch, queue_.size());
     std::vector<Item> batch;

@@ -50,6 +50,10 @@ struct BatcherOptions {
   // When set, the guard is called holding this mutex: batchers whose guards share parts (a routed guard served next
   // to its own small or large guard) then never run those parts from two threads at once.
   std::shared_ptr<std::mutex> score_mutex;
+  // Threads taking batches from this queue, each scoring its own batch: with one libtorch thread each (--threads 1),
+  // N workers keep N cores busy on independent batches, which on small CPUs beats splitting every small GEMM across
+  // cores (bench_serve --workers). The guard must be safe to call from several threads (every built-in guard is).
+  int workers = 1;
 };
 
 class Batcher {
@@ -102,7 +106,7 @@ class Batcher {
   std::atomic<size_t> depth_{0};
   std::atomic<int64_t> batches_run_{0};
   std::atomic<int64_t> items_run_{0};
-  std::thread worker_;
+  std::vector<std::thread> workers_;
   std::once_flag shutdown_once_;
 };
 

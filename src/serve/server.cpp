@@ -138,6 +138,7 @@ struct GuardServer::Impl {
     for (size_t i = 0; i < guards.size(); ++i) {
       BatcherOptions options;
       options.max_batch = config.max_batch;
+      options.workers = config.batch_workers;
       options.max_wait = config.max_wait;
       options.queue_capacity = config.queue_capacity;
       options.name = guards[i].name;

@@ -46,6 +46,7 @@ struct ServerConfig {
 
   // Dynamic batching, one batcher per guard.
   int max_batch = 16;  // 1 = batching off
+  int batch_workers = 1;  // threads scoring batches per guard (BatcherOptions::workers)
   std::chrono::microseconds max_wait{2000};
   size_t queue_capacity = 1024;  // conversations waiting per guard; beyond: 429
   // Stop waiting for a batch to fill as soon as no other request is being parsed (no latency added at low load);
