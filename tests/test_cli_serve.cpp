@@ -14,6 +14,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <thread>
+
+#include <fmt/format.h>
 
 #include "test_util.h"
 
@@ -153,6 +156,35 @@ TEST(CliServe, ServesTheModelsFileGeneratorAndStopsGracefullyOnSigterm) {
 
   EXPECT_EQ(serve.terminate(std::chrono::seconds(30)), 0) << serve.output();
   EXPECT_NE(serve.output().find("draining"), std::string::npos) << serve.output();
+  // A local Llama (guard and generator) keeps every libtorch thread: one batch worker per guard on this machine's cores.
+  EXPECT_NE(serve.output().find("scoring: 1 batch worker(s) per guard"), std::string::npos) << serve.output();
+}
+
+TEST(CliServe, ClassifierGuardsGetAWorkerPerCoreWithOneThreadEachUnlessTold) {
+  auto dir = guardkit::test::temp_dir("cli_serve_workers");
+  json models = {{"models", {{{"name", "guard"}, {"kind", "classifier"}, {"path", guardkit::test::fixture("deberta").string()}}}}};
+  std::ofstream(dir / "models.json") << models.dump(2);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (const bool told : {false, true}) {
+    std::vector<std::string> args = {"--config", (dir / "models.json").string(), "--port", "0", "--access-log", "off"};
+    if (told) args.insert(args.end(), {"--workers", "3"});
+    ServeProcess serve(args);
+    const int port = serve.wait_for_port(std::chrono::seconds(90));
+    ASSERT_GT(port, 0) << serve.output();
+    const std::string expected = told ? "scoring: 3 batch worker(s) per guard x "
+                                      : fmt::format("scoring: {} batch worker(s) per guard x 1 libtorch thread(s)",
+                                                    std::min(cores, 8));
+    EXPECT_NE(serve.output().find(expected), std::string::npos) << serve.output();
+    httplib::Client client("127.0.0.1", port);
+    client.set_read_timeout(30, 0);
+    json inputs = json::array();
+    for (int i = 0; i < 12; ++i) inputs.push_back("request number " + std::to_string(i));
+    auto res = client.Post("/v1/moderations", json{{"input", inputs}}.dump(), "application/json");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    EXPECT_EQ(json::parse(res->body)["results"].size(), 12u);
+    EXPECT_EQ(serve.terminate(std::chrono::seconds(30)), 0) << serve.output();
+  }
 }
 
 TEST(CliServe, RefusesAGeneratorThatIsNotALlama) {
