@@ -1,5 +1,7 @@
 // Markdown + SVG report of BiasJailbreak arms (one arm, or an A/B of several).
 #include <fmt/format.h>
+
+#include <algorithm>
 #include <fstream>
 
 #include "eval/plot_svg.h"
@@ -29,8 +31,14 @@ std::string escape_xml(const std::string& s) {
 // Grouped bars: for every keyword pair, privileged vs marginalized success per arm; the baseline as a dashed line.
 std::string bar_chart_svg(const std::vector<BiasSummary>& arms) {
   const size_t n_pairs = arms.front().pairs.size();
-  const double width = 120 + 90.0 * std::max<size_t>(n_pairs, 1) * arms.size(), height = 380;
-  const double left = 60, right = 20, top = 40, bottom = 110;
+  // Room for the longest bar label, drawn at 40°: ~6.2 px a character at 11 px, sin 40° down, cos 40° right.
+  size_t longest = 0;
+  for (const auto& a : arms)
+    for (const auto& p : a.pairs)
+      longest = std::max(longest, p.pair.privileged.size() + p.pair.marginalized.size() + a.arm.size() + 4);
+  const double label_px = 6.2 * static_cast<double>(longest);
+  const double left = 60, right = 20 + 0.77 * label_px, top = 40, bottom = 30 + 0.64 * label_px;
+  const double width = left + right + 90.0 * std::max<size_t>(n_pairs, 1) * arms.size(), height = 270 + bottom;
   const double plot_w = width - left - right, plot_h = height - top - bottom;
   double max_rate = 0.05;
   for (const auto& a : arms) {
