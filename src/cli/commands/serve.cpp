@@ -54,7 +54,7 @@ struct ServeOptions {
   double route_threshold = -1;  // < 0: the router's default ε
   size_t budget_window = 1024;
   int max_batch = 16;
-  int workers = 0;  // 0 = auto (see resolve_workers)
+  int workers = 0;  // 0 = auto (see choose_workers_and_threads)
   double max_wait_ms = 2.0;
   size_t queue = 1024;
   int64_t timeout_ms = 30000;
@@ -99,8 +99,8 @@ std::string models_file_generator(const std::string& explicit_path) {
 // 8), because on small CPUs splitting a small guard's GEMMs across cores loses to scoring independent batches on
 // each (bench_serve: 2 cores, bootstrap's small guard 1508 -> 3368 req/s at 16 clients; a DeBERTa-v3-xsmall shape
 // 64 -> 108). A local Llama (guard or generator) keeps every core for each request's latency. With --threads T:
-// cores / T workers.
-int resolve_workers(int requested, const GlobalOptions& global, bool has_local_llm) {
+// cores / T workers. Returns the number of workers; sets libtorch's threads to 1 in the automatic case.
+int choose_workers_and_threads(int requested, const GlobalOptions& global, bool has_local_llm) {
   if (requested > 0) return requested;
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const bool threads_chosen = global.threads > 0 || (std::getenv("GUARDKIT_THREADS") && *std::getenv("GUARDKIT_THREADS"));
@@ -198,7 +198,7 @@ void run_serve(const ServeOptions& o, const GlobalOptions& global) {
     config.fail_open = o.fail_open;
   }
   config.max_batch = o.max_batch;
-  config.batch_workers = resolve_workers(o.workers, global, has_local_llm || config.generator != nullptr);
+  config.batch_workers = choose_workers_and_threads(o.workers, global, has_local_llm || config.generator != nullptr);
   spdlog::info("scoring: {} batch worker(s) per guard x {} libtorch thread(s)", config.batch_workers,
                at::get_num_threads());
   config.max_wait = std::chrono::microseconds(static_cast<int64_t>(o.max_wait_ms * 1000.0));
@@ -278,9 +278,9 @@ void add_serve_command(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("--max-batch", options->max_batch, "Conversations per forward pass (1: batching off)")
       ->capture_default_str()->check(CLI::Range(1, 4096));
   cmd->add_option("--workers", options->workers,
-                  "Threads scoring batches per guard (0: one per core with one libtorch thread each, unless --threads "
-                  "is given or a local Llama guard or generator is served; then cores / threads). Independent batches on each core beat "
-                  "splitting small GEMMs across cores: docs/BENCHMARKS.md")
+                  "Threads scoring batches per guard (0: one per core with one libtorch thread each, unless "
+                  "--threads is given or a local Llama guard or generator is served; then cores / threads). "
+                  "Independent batches on each core beat splitting small GEMMs across cores: docs/BENCHMARKS.md")
       ->capture_default_str()->check(CLI::Range(0, 256));
   cmd->add_option("--max-wait-ms", options->max_wait_ms, "Longest wait for a batch to fill")
       ->capture_default_str()->check(CLI::Range(0.0, 10000.0));
