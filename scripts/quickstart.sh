@@ -14,7 +14,7 @@ for arg in "$@"; do
   esac
 done
 ./scripts/install-deps.sh
-./scripts/build.sh
+BUILD_TARGETS=guardkit_cli ./scripts/build.sh  # the binary only: tests and benchmarks are built by command (2)
 GK=./build/guardkit
 if [ ! -f models/default/models.json ]; then
   "$GK" bootstrap --out models/default
