@@ -1175,9 +1175,12 @@ struct BpeTokenizer::Impl {
   std::optional<int32_t> bos, eos, pad;
   size_t size = 0;
 
-  void encode_text(std::string_view text, bool parse_special, std::vector<int32_t>& ids) const {
+  // `match_added` false: no added token is looked for at all, not even the non-special ones (`parse_special` is
+  // then ignored).
+  void encode_text(std::string_view text, bool parse_special, bool match_added, std::vector<int32_t>& ids) const {
     std::vector<Segment> raw;
-    raw_matcher.split(text, !parse_special, raw);
+    if (match_added) raw_matcher.split(text, !parse_special, raw);
+    else raw.push_back({text, -1});
     const char* const origin = text.data();
     std::vector<Segment> normalized_segments;
     PieceList in, out;
@@ -1194,7 +1197,7 @@ struct BpeTokenizer::Impl {
         text_view = normalized_text;
       }
       normalized_segments.clear();
-      if (normalized_matcher.empty()) normalized_segments.push_back({text_view, -1});
+      if (normalized_matcher.empty() || !match_added) normalized_segments.push_back({text_view, -1});
       else normalized_matcher.split(text_view, !parse_special, normalized_segments);
       for (const Segment& piece : normalized_segments) {
         if (piece.id >= 0) {
@@ -1216,14 +1219,14 @@ struct BpeTokenizer::Impl {
     }
   }
 
-  std::vector<int32_t> encode(std::string_view text, bool parse_special) const {
+  std::vector<int32_t> encode(std::string_view text, bool parse_special, bool match_added = true) const {
     std::vector<int32_t> ids;
     if (unicode::is_valid_utf8(text)) {
-      encode_text(text, parse_special, ids);
+      encode_text(text, parse_special, match_added, ids);
     } else {
       // Bytes that are not UTF-8 are read as U+FFFD, as Python's errors="replace" would hand them to tokenizers.
       const std::string valid = unicode::make_valid_utf8(text);
-      encode_text(valid, parse_special, ids);
+      encode_text(valid, parse_special, match_added, ids);
     }
     return ids;
   }
@@ -1413,6 +1416,10 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_json(const json& root, const js
 
 std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool parse_special) const {
   return impl_->encode(text, parse_special);
+}
+
+std::vector<int32_t> BpeTokenizer::encode_plain(std::string_view text) const {
+  return impl_->encode(text, /*parse_special=*/false, /*match_added=*/false);
 }
 
 Encoding BpeTokenizer::encode_for_model(std::string_view text, std::optional<std::string_view> text_pair,

@@ -23,6 +23,7 @@ class BpeTokenizer : public Tokenizer {
   ~BpeTokenizer() override;
 
   std::vector<int32_t> encode(std::string_view text, bool parse_special = true) const override;
+  std::vector<int32_t> encode_plain(std::string_view text) const override;
   Encoding encode_for_model(std::string_view text, std::optional<std::string_view> text_pair = std::nullopt,
                             size_t max_length = 0, Truncation truncation = Truncation::LongestFirst,
                             bool parse_special = true) const override;

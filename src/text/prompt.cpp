@@ -42,7 +42,8 @@ std::vector<int32_t> encode_prompt(const Tokenizer& tokenizer, const RenderedPro
       if (!id) fail("the tokenizer has no special token '{}' that the prompt template needs", printable(piece.text));
       ids.push_back(*id);
     } else {
-      auto piece_ids = tokenizer.encode(piece.text, /*parse_special=*/false);
+      // No added token at all between the template's specials: a Qwen3 user typing "<think>" gets the characters.
+      auto piece_ids = tokenizer.encode_plain(piece.text);
       ids.insert(ids.end(), piece_ids.begin(), piece_ids.end());
     }
   }

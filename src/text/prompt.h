@@ -47,7 +47,7 @@ struct RenderedPrompt {
 };
 
 // Token ids of a rendered prompt: special pieces by their ids (an unknown special is an error naming it), plain runs
-// encoded with special-token parsing off. No BOS is added beyond what the template wrote.
+// encoded with no added token matched (Tokenizer::encode_plain). No BOS is added beyond what the template wrote.
 std::vector<int32_t> encode_prompt(const Tokenizer& tokenizer, const RenderedPrompt& prompt);
 
 // Python's str.strip() (Jinja's trim): removes leading and trailing Unicode whitespace from UTF-8 text.

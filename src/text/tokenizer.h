@@ -28,6 +28,9 @@ class Tokenizer {
   // special/added tokens inside `text` becomes their ids; without it, such text is tokenized as ordinary text, which
   // is how untrusted user content must be encoded.
   virtual std::vector<int32_t> encode(std::string_view text, bool parse_special = true) const = 0;
+  // Like encode(text, false), but no added token is matched at all, not even the non-special ones (Qwen3's `<think>`
+  // stays text): how a guard encodes untrusted content between its template's own special tokens.
+  virtual std::vector<int32_t> encode_plain(std::string_view text) const { return encode(text, false); }
 
   // The model's full input for a text or a (text, text_pair) pair: special tokens added ([CLS] a [SEP] b [SEP] for
   // DeBERTa, BOS + text for Llama), truncated to max_length (0 = no limit) with the given strategy.
