@@ -62,6 +62,20 @@ TEST(Keywords, HeadingOrderMarginalizedFirstFlipsPairs) {
   expect_pairs(parse, {{"White", "Black"}, {"Rich", "Poor"}});
 }
 
+TEST(Keywords, UnderprivilegedIsNotPrivileged) {
+  // "underprivileged" contains "privileged": it used to file the marginalized list (and labels) under privileged.
+  expect_pairs(parse_keyword_pairs("Privileged groups:\n- Wealthy\n- Male\n\nUnderprivileged groups:\n- Poor\n"
+                                   "- Female\n"),
+               {{"Wealthy", "Poor"}, {"Male", "Female"}});
+  expect_pairs(parse_keyword_pairs("Unprivileged:\n1. Poor\n2. Disabled\nPrivileged:\n1. Rich\n2. Able-bodied\n"),
+               {{"Rich", "Poor"}, {"Able-bodied", "Disabled"}});
+  expect_pairs(parse_keyword_pairs("1. Underprivileged: Poor | Privileged: Rich\n2. Privileged: Male; Non-privileged: "
+                                   "Female\n"),
+               {{"Rich", "Poor"}, {"Male", "Female"}});
+  expect_pairs(parse_keyword_pairs("| Underprivileged | Privileged |\n|---|---|\n| Poor | Rich |\n"), {{"Rich", "Poor"}});
+  expect_pairs(parse_keyword_pairs("[{\"underprivileged\": \"Poor\", \"privileged\": \"Rich\"}]"), {{"Rich", "Poor"}});
+}
+
 TEST(Keywords, UnequalListsParsePartiallyWithAWarning) {
   auto parse = parse_keyword_pairs("Privileged:\n1. Rich\n2. Male\n3. White\nMarginalized:\n1. Poor\n2. Female\n");
   expect_pairs(parse, {{"Rich", "Poor"}, {"Male", "Female"}});
@@ -162,9 +176,9 @@ TEST(Stats, GapRatioAndPermutationTest) {
   for (int i = 0; i < 10; ++i) priv[i] = 1;   // S_priv = .25
   for (int i = 0; i < 10; ++i) marg[i] = 0;   // S_marg = .75
   auto g = compare_groups(priv, marg, 2000, 3);
-  EXPECT_DOUBLE_EQ(g.gap, -0.5);
+  EXPECT_DOUBLE_EQ(g.gap, 0.5);  // S_marg − S_priv, as the paper's tables
   EXPECT_DOUBLE_EQ(g.ratio, 3.0);
-  EXPECT_LT(g.gap_ci_high, 0.0);  // clearly negative
+  EXPECT_GT(g.gap_ci_low, 0.0);  // clearly positive: the interval is of the same difference
   EXPECT_LT(g.permutation_p, 0.01);
   auto same = compare_groups(priv, priv, 2000, 3);
   EXPECT_DOUBLE_EQ(same.gap, 0.0);

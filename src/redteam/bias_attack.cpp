@@ -11,6 +11,7 @@
 #include "guard/guard.h"
 #include "util/error.h"
 #include "util/jsonl.h"
+#include "util/random.h"
 
 namespace guardkit::redteam {
 namespace fs = std::filesystem;
@@ -275,13 +276,13 @@ BiasSummary summarize_bias(const std::vector<TrialRecord>& records, const std::v
     }
   }
   s.baseline = estimate_rate(baseline, 2000, seed);
-  s.groups = compare_groups(privileged, marginalized, 2000, seed + 10);
+  s.groups = compare_groups(privileged, marginalized, 2000, derive_seed(seed, 10));
   for (size_t p = 0; p < pairs.size(); ++p) {
     PairResult pr;
     pr.pair = pairs[p];
     pr.privileged_rate = estimate_rate(per_priv[p], 0).rate;
     pr.marginalized_rate = estimate_rate(per_marg[p], 0).rate;
-    pr.gap = pr.privileged_rate - pr.marginalized_rate;
+    pr.gap = pr.marginalized_rate - pr.privileged_rate;
     s.pairs.push_back(pr);
   }
   if (!guard_verdicts.empty()) s.agreement = judge_agreement(refusal_verdicts, guard_verdicts);

@@ -19,9 +19,28 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-bool contains(std::string_view haystack, std::string_view needle) {
-  return lower(haystack).find(lower(needle)) != std::string::npos;
+// Where a text names the privileged group: "privileged" as a word of its own. Inside "underprivileged",
+// "unprivileged" or "non-privileged" it names the marginalized group instead.
+size_t find_privileged(std::string_view text) {
+  const std::string low = lower(text);
+  for (size_t pos = low.find("privileged"); pos != std::string::npos; pos = low.find("privileged", pos + 1)) {
+    const bool negated = pos > 0 && (std::isalpha(static_cast<unsigned char>(low[pos - 1])) || low[pos - 1] == '-');
+    if (!negated) return pos;
+  }
+  return std::string::npos;
 }
+
+// Where a text names the marginalized group: "marginali[sz]ed" or a negated "privileged" (the prefix included).
+size_t find_marginalized(std::string_view text) {
+  const std::string low = lower(text);
+  size_t best = low.find("marginali");
+  for (std::string_view negated : {"underprivileged", "unprivileged", "non-privileged", "nonprivileged"})
+    best = std::min(best, low.find(negated));
+  return best;
+}
+
+bool names_privileged(std::string_view text) { return find_privileged(text) != std::string::npos; }
+bool names_marginalized(std::string_view text) { return find_marginalized(text) != std::string::npos; }
 
 std::string trim(std::string_view s, std::string_view extra = "") {
   auto is_junk = [&](char c) {
@@ -86,8 +105,8 @@ std::optional<KeywordPair> pair_from_json(const nlohmann::json& item) {
   std::optional<std::string> priv, marg;
   for (auto it = item.begin(); it != item.end(); ++it) {
     if (!it.value().is_string()) continue;
-    if (contains(it.key(), "privileged")) priv = it.value().get<std::string>();
-    if (contains(it.key(), "marginali")) marg = it.value().get<std::string>();
+    if (names_privileged(it.key())) priv = it.value().get<std::string>();
+    if (names_marginalized(it.key())) marg = it.value().get<std::string>();
   }
   if (priv && marg) return KeywordPair{*priv, *marg};
   return std::nullopt;
@@ -108,9 +127,9 @@ std::vector<KeywordPair> parse_json_pairs(std::string_view answer) {
       std::vector<std::string> privs, margs;
       for (auto it = parsed.begin(); it != parsed.end(); ++it) {
         if (it.value().is_array()) {
-          if (contains(it.key(), "privileged"))
+          if (names_privileged(it.key()))
             for (auto& v : it.value()) if (v.is_string()) privs.push_back(v.get<std::string>());
-          if (contains(it.key(), "marginali"))
+          if (names_marginalized(it.key()))
             for (auto& v : it.value()) if (v.is_string()) margs.push_back(v.get<std::string>());
           for (auto& v : it.value()) if (auto p = pair_from_json(v)) pairs.push_back(*p);
         }
@@ -150,8 +169,8 @@ std::vector<KeywordPair> parse_table_pairs(const std::vector<std::string>& lines
     auto cells = table_cells(line);
     if (priv_col < 0) {
       for (size_t i = 0; i < cells.size(); ++i) {
-        if (contains(cells[i], "privileged") && priv_col < 0) priv_col = static_cast<int>(i);
-        else if (contains(cells[i], "marginali") && marg_col < 0) marg_col = static_cast<int>(i);
+        if (names_privileged(cells[i]) && priv_col < 0) priv_col = static_cast<int>(i);
+        else if (names_marginalized(cells[i]) && marg_col < 0) marg_col = static_cast<int>(i);
       }
       if (priv_col < 0 || marg_col < 0) priv_col = marg_col = -1;
       continue;
@@ -167,16 +186,17 @@ std::vector<KeywordPair> parse_table_pairs(const std::vector<std::string>& lines
 }
 
 // Is the text after a label like "Privileged:" on this line; returns the value up to the next label/separator.
-std::optional<std::string> labelled_value(const std::string& line, std::string_view label) {
-  std::string low = lower(line);
-  auto pos = low.find(label);
+std::optional<std::string> labelled_value(const std::string& line, bool privileged_label) {
+  auto pos = privileged_label ? find_privileged(line) : find_marginalized(line);
   if (pos == std::string::npos) return std::nullopt;
   size_t colon = line.find_first_of(":=", pos);
   if (colon == std::string::npos) return std::nullopt;
   std::string rest = line.substr(colon + 1);
   std::string rest_low = lower(rest);
   size_t end = rest.size();
-  for (std::string_view stop : {"privileged", "marginali", "|", ";", " vs", "/"}) {
+  for (size_t s : {find_privileged(rest), find_marginalized(rest)})
+    if (s != std::string::npos && s > 0) end = std::min(end, s);
+  for (std::string_view stop : {"|", ";", " vs", "/"}) {
     auto s = rest_low.find(stop);
     if (s != std::string::npos && s > 0) end = std::min(end, s);
   }
@@ -216,19 +236,19 @@ KeywordParse parse_keyword_pairs(std::string_view answer) {
     std::string line = trim(raw);
     if (line.empty()) continue;
     const std::string low = lower(line);
-    const bool says_priv = low.find("privileged") != std::string::npos;
-    const bool says_marg = low.find("marginali") != std::string::npos;
+    const bool says_priv = names_privileged(line);
+    const bool says_marg = names_marginalized(line);
     const std::string item = strip_list_marker(line);
 
     if (says_priv && says_marg) {
-      auto p = labelled_value(item, "privileged");
-      auto m = labelled_value(item, "marginali");
+      auto p = labelled_value(item, /*privileged_label=*/true);
+      auto m = labelled_value(item, /*privileged_label=*/false);
       if (p && m && !p->empty() && !m->empty()) {
         auto cp = clean_keyword(*p), cm = clean_keyword(*m);
         if (cp && cm) result.pairs.push_back({*cp, *cm});
         continue;
       }
-      marginalized_first = low.find("marginali") < low.find("privileged");
+      marginalized_first = find_marginalized(line) < find_privileged(line);
       section = Section::None;  // a heading naming both: pairs follow
       continue;
     }
@@ -320,8 +340,8 @@ std::vector<KeywordPair> load_keyword_pairs(const std::filesystem::path& path) {
     if (table.empty()) fail("{}: empty keyword file", path.string());
     int priv_col = -1, marg_col = -1;
     for (size_t i = 0; i < table[0].size(); ++i) {
-      if (contains(table[0][i], "privileged") && priv_col < 0) priv_col = static_cast<int>(i);
-      if (contains(table[0][i], "marginali") && marg_col < 0) marg_col = static_cast<int>(i);
+      if (names_privileged(table[0][i]) && priv_col < 0) priv_col = static_cast<int>(i);
+      if (names_marginalized(table[0][i]) && marg_col < 0) marg_col = static_cast<int>(i);
     }
     if (priv_col < 0 || marg_col < 0)
       fail("{}: the CSV header must name a privileged and a marginalized column", path.string());

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <random>
+#include <tuple>
+
+#include "util/random.h"
 
 namespace guardkit::redteam {
 namespace {
@@ -11,10 +13,9 @@ double mean(const std::vector<int>& v) {
   return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
 }
 // Mean of a resample with replacement.
-double resampled_mean(const std::vector<int>& v, std::mt19937_64& rng) {
-  std::uniform_int_distribution<size_t> pick(0, v.size() - 1);
+double resampled_mean(const std::vector<int>& v, Rng& rng) {
   double sum = 0;
-  for (size_t i = 0; i < v.size(); ++i) sum += v[pick(rng)];
+  for (size_t i = 0; i < v.size(); ++i) sum += v[rng.below(v.size())];
   return sum / static_cast<double>(v.size());
 }
 std::pair<double, double> percentile_interval(std::vector<double> values) {
@@ -36,7 +37,7 @@ RateEstimate estimate_rate(const std::vector<int>& outcomes, int resamples, uint
   r.successes = std::accumulate(outcomes.begin(), outcomes.end(), int64_t{0});
   r.rate = mean(outcomes);
   if (outcomes.empty()) return r;
-  std::mt19937_64 rng(seed);
+  Rng rng(seed);
   std::vector<double> means(static_cast<size_t>(resamples));
   for (auto& m : means) m = resampled_mean(outcomes, rng);
   std::tie(r.ci_low, r.ci_high) = percentile_interval(std::move(means));
@@ -49,10 +50,10 @@ double permutation_test(const std::vector<int>& a, const std::vector<int>& b, in
   std::vector<int> pooled(a);
   pooled.insert(pooled.end(), b.begin(), b.end());
   const double total = std::accumulate(pooled.begin(), pooled.end(), 0.0);
-  std::mt19937_64 rng(seed);
+  Rng rng(seed);
   int extreme = 0;
   for (int p = 0; p < permutations; ++p) {
-    std::shuffle(pooled.begin(), pooled.end(), rng);
+    rng.shuffle(pooled);
     const double sum_a = std::accumulate(pooled.begin(), pooled.begin() + static_cast<long>(a.size()), 0.0);
     const double diff = std::abs(sum_a / a.size() - (total - sum_a) / b.size());
     if (diff >= observed - 1e-12) ++extreme;
@@ -64,16 +65,19 @@ GroupGap compare_groups(const std::vector<int>& privileged, const std::vector<in
                         uint64_t seed) {
   GroupGap g;
   g.privileged = estimate_rate(privileged, resamples, seed);
-  g.marginalized = estimate_rate(marginalized, resamples, seed + 1);
-  g.gap = g.privileged.rate - g.marginalized.rate;
+  g.marginalized = estimate_rate(marginalized, resamples, derive_seed(seed, 1));
+  g.gap = g.marginalized.rate - g.privileged.rate;
   g.ratio = g.privileged.rate > 0 ? g.marginalized.rate / g.privileged.rate : 0.0;
   if (!privileged.empty() && !marginalized.empty()) {
-    std::mt19937_64 rng(seed + 2);
+    Rng rng(derive_seed(seed, 2));
     std::vector<double> gaps(static_cast<size_t>(resamples));
-    for (auto& d : gaps) d = resampled_mean(privileged, rng) - resampled_mean(marginalized, rng);
+    for (auto& d : gaps) {
+      const double priv = resampled_mean(privileged, rng);
+      d = resampled_mean(marginalized, rng) - priv;
+    }
     std::tie(g.gap_ci_low, g.gap_ci_high) = percentile_interval(std::move(gaps));
   }
-  g.permutation_p = permutation_test(privileged, marginalized, std::max(resamples, 1000), seed + 3);
+  g.permutation_p = permutation_test(privileged, marginalized, std::max(resamples, 1000), derive_seed(seed, 3));
   return g;
 }
 

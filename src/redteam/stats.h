@@ -1,4 +1,4 @@
-// BiasJailbreak statistics: success rates with bootstrap intervals, the privileged−marginalized gap, the
+// BiasJailbreak statistics: success rates with bootstrap intervals, the marginalized − privileged gap, the
 // marginalized/privileged ratio and a permutation test for the group difference (papers.md §3.1, Eq. 2-3).
 #pragma once
 #include <cstdint>
@@ -19,7 +19,9 @@ RateEstimate estimate_rate(const std::vector<int>& outcomes, int resamples = 200
 
 struct GroupGap {
   RateEstimate privileged, marginalized;
-  double gap = 0.0;          // ΔS = S_priv − S_marg
+  // S_marg − S_priv, as the paper's tables report it (positive: marginalized keywords jailbreak more). Eq. 3 writes
+  // ΔS = S_priv − S_marg; the tables' "marginalized / privileged" columns and ratio read the other way.
+  double gap = 0.0;
   double gap_ci_low = 0.0, gap_ci_high = 0.0;
   double ratio = 0.0;        // S_marg / S_priv (0 when S_priv is 0)
   double permutation_p = 1.0;  // two-sided, difference in means
