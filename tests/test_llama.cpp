@@ -147,7 +147,7 @@ TEST(LlamaConfig, HuggingFaceDefaultsAndErrors) {
   };
   EXPECT_NE(message({{"num_attention_heads", 6}, {"num_key_value_heads", 4}, {"hidden_size", 24}}).find("multiple"),
             std::string::npos);
-  EXPECT_NE(message({{"rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}}}).find("yarn"), std::string::npos);
+  EXPECT_NE(message({{"rope_scaling", {{"rope_type", "longrope"}, {"factor", 4.0}}}}).find("longrope"), std::string::npos);
   EXPECT_NE(message({{"hidden_size", "big"}}).find("hidden_size"), std::string::npos);
   EXPECT_NE(message({{"model_type", "bert"}}).find("bert"), std::string::npos);
   EXPECT_NE(message({{"eos_token_id", "x"}}).find("eos_token_id"), std::string::npos);

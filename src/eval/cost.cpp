@@ -41,7 +41,7 @@ TransformerShape shape_from_config(const nlohmann::json& config, const std::stri
   shape.vocab = get_int(config, "vocab_size", source);
 
   const std::string& type = shape.model_type;
-  shape.causal = type == "llama" || type == "mistral" || type == "qwen2" || type == "gemma" || type == "gemma2" ||
+  shape.causal = type == "llama" || type == "mistral" || type == "qwen2" || type == "qwen3" || type == "gemma" || type == "gemma2" ||
                  type == "phi3" || type == "granite";
   shape.gated_mlp = shape.causal;
   if (!shape.causal) {

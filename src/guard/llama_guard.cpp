@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "guard/decoder_scorer.h"
 #include "models/generation.h"
 #include "models/llama.h"
 #include "models/runtime.h"
@@ -36,23 +37,12 @@ std::vector<GuardCategory> llama_guard3_categories(LlamaGuardVariant variant) {
 // ---------------------------------------------------------------------------------------------------------------
 // Guard
 
-struct LlamaGuard::Preamble {
-  std::vector<int64_t> ids;
-  models::KVCache cache;  // batch 1, holds `ids`
-};
-
 namespace {
 
 int32_t single_token(const text::Tokenizer& tokenizer, const std::string& text) {
   std::vector<int32_t> ids = tokenizer.encode(text, /*parse_special=*/false);
   if (ids.size() != 1) fail("Llama Guard: the tokenizer encodes '{}' as {} tokens, expected one", text, ids.size());
   return ids[0];
-}
-
-size_t common_prefix(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
-  size_t n = 0;
-  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
-  return n;
 }
 
 }  // namespace
@@ -75,6 +65,16 @@ LlamaGuard::LlamaGuard(std::shared_ptr<models::LlamaModel> model, std::shared_pt
   for (int32_t id : {safe_id_, unsafe_id_, double_newline_id_, eot_id_})
     if (id >= model_->config().vocab_size)
       fail("Llama Guard: token id {} is outside the model's vocabulary ({})", id, model_->config().vocab_size);
+  // The preamble is what two different conversations judging the same role share: everything up to the first
+  // message's content.
+  scorer_ = std::make_unique<DecoderScorer>(model_, options_.max_batch, [this](int judges_response) {
+    auto a = judges_response ? Conversation::from_pair("a", "a") : Conversation::from_prompt("a");
+    auto b = judges_response ? Conversation::from_pair("b", "b") : Conversation::from_prompt("b");
+    std::vector<int32_t> ids_a = prompt_ids(a), ids_b = prompt_ids(b);
+    std::vector<int64_t> la(ids_a.begin(), ids_a.end()), lb(ids_b.begin(), ids_b.end());
+    la.resize(common_prefix(la, lb));
+    return la;
+  });
 }
 
 LlamaGuard::~LlamaGuard() = default;
@@ -113,95 +113,41 @@ std::vector<int64_t> LlamaGuard::scoring_ids(const Conversation& conversation) c
   return out;
 }
 
-LlamaGuard::Preamble& LlamaGuard::preamble_for(bool judges_response) {
-  std::lock_guard<std::mutex> lock(preamble_mutex_);
-  auto& slot = preambles_[judges_response];
-  if (!slot) {
-    // The preamble is what two different conversations judging the same role share: everything up to the first
-    // message's content.
-    auto a = judges_response ? Conversation::from_pair("a", "a") : Conversation::from_prompt("a");
-    auto b = judges_response ? Conversation::from_pair("b", "b") : Conversation::from_prompt("b");
-    std::vector<int32_t> ids_a = prompt_ids(a), ids_b = prompt_ids(b);
-    auto preamble = std::make_unique<Preamble>();
-    size_t n = 0;
-    while (n < ids_a.size() && n < ids_b.size() && ids_a[n] == ids_b[n]) ++n;
-    preamble->ids.assign(ids_a.begin(), ids_a.begin() + static_cast<std::ptrdiff_t>(n));
-    if (preamble->ids.empty()) fail("Llama Guard: empty preamble");
-    preamble->cache = model_->new_cache(1, static_cast<int64_t>(n));
-    models::ForwardOptions options;
-    options.logits = models::LogitsMode::None;
-    model_->forward(preamble->ids, &preamble->cache, options);
-    slot = std::move(preamble);
-  }
-  return *slot;
-}
-
 int64_t LlamaGuard::cached_preamble_tokens(bool judges_response) const {
-  auto it = preambles_.find(judges_response);
-  return it == preambles_.end() || !it->second ? 0 : static_cast<int64_t>(it->second->ids.size());
+  return scorer_->cached_preamble_tokens(judges_response);
 }
 
 std::vector<LlamaGuardScores> LlamaGuard::score_detailed(const std::vector<Conversation>& batch, bool full_vocab,
                                                          bool use_prefix_cache) {
   std::vector<LlamaGuardScores> results(batch.size());
-  const models::LlamaConfig& config = model_->config();
   // Requests judging a prompt and those judging a response have different preambles: score them in two groups.
   for (bool judges_response : {false, true}) {
     std::vector<size_t> group;
-    for (size_t i = 0; i < batch.size(); ++i)
-      if (batch[i].judges_response() == judges_response) group.push_back(i);
-    for (size_t start = 0; start < group.size(); start += static_cast<size_t>(options_.max_batch)) {
-      const size_t end = std::min(group.size(), start + static_cast<size_t>(options_.max_batch));
-      std::vector<std::vector<int64_t>> ids;
-      for (size_t k = start; k < end; ++k) ids.push_back(scoring_ids(batch[group[k]]));
-      const int64_t B = static_cast<int64_t>(ids.size());
-
-      // Reuse the longest prefix of the cached preamble that every row of this chunk shares (normally all of it).
-      int64_t cached = 0;
-      models::KVCache cache;
-      if (use_prefix_cache) {
-        Preamble& preamble = preamble_for(judges_response);
-        size_t shared = preamble.ids.size();
-        for (const auto& row : ids) shared = std::min({shared, common_prefix(row, preamble.ids), row.size() - 1});
-        cached = static_cast<int64_t>(shared);
-      }
-      std::vector<std::vector<int64_t>> suffixes;
-      size_t longest = 0;
-      for (const auto& row : ids) {
-        suffixes.emplace_back(row.begin() + cached, row.end());
-        longest = std::max(longest, suffixes.back().size());
-      }
-      if (cached > 0) cache = preambles_.at(judges_response)->cache.repeat(B, 0, static_cast<int64_t>(longest), cached);
-      auto [input, mask] = models::LlamaModel::pad_batch(suffixes, 0, /*left_padding=*/true);
-
-      models::ForwardOptions forward_options;
+    std::vector<std::vector<int64_t>> ids;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].judges_response() != judges_response) continue;
+      group.push_back(i);
+      ids.push_back(scoring_ids(batch[i]));
+    }
+    if (group.empty()) continue;
+    const std::vector<int64_t> chosen = full_vocab ? std::vector<int64_t>{} : std::vector<int64_t>{safe_id_, unsafe_id_};
+    std::vector<DecoderScore> scores = scorer_->score(ids, judges_response, chosen, use_prefix_cache);
+    for (size_t k = 0; k < group.size(); ++k) {
+      LlamaGuardScores& r = results[group[k]];
+      DecoderScore& s = scores[k];
       if (full_vocab) {
-        forward_options.logits = models::LogitsMode::Last;
+        r.logit_safe = s.logits[static_cast<size_t>(safe_id_)];
+        r.logit_unsafe = s.logits[static_cast<size_t>(unsafe_id_)];
+        const at::Tensor all = at::from_blob(s.logits.data(), {static_cast<int64_t>(s.logits.size())}, at::kDouble);
+        r.p_unsafe_full_vocab = std::exp(r.logit_unsafe - at::logsumexp(all, 0).item<double>());
       } else {
-        forward_options.logits = models::LogitsMode::LastChosen;
-        forward_options.chosen_ids = {safe_id_, unsafe_id_};
+        r.logit_safe = s.logits[0];
+        r.logit_unsafe = s.logits[1];
       }
-      models::ForwardOutput out = model_->forward(input, mask, cached > 0 ? &cache : nullptr, forward_options);
-      at::Tensor logits = out.logits.to(at::kCPU, at::kDouble);  // [B, 2] or [B, V]
-      at::Tensor features = out.last_hidden.to(at::kCPU).contiguous();
-      for (int64_t row = 0; row < B; ++row) {
-        LlamaGuardScores& r = results[group[start + static_cast<size_t>(row)]];
-        if (full_vocab) {
-          r.logit_safe = logits[row][safe_id_].item<double>();
-          r.logit_unsafe = logits[row][unsafe_id_].item<double>();
-          const double logsumexp = at::logsumexp(logits[row], 0).item<double>();
-          r.p_unsafe_full_vocab = std::exp(r.logit_unsafe - logsumexp);
-        } else {
-          r.logit_safe = logits[row][0].item<double>();
-          r.logit_unsafe = logits[row][1].item<double>();
-        }
-        r.p_unsafe_2way = 1.0 / (1.0 + std::exp(r.logit_safe - r.logit_unsafe));
-        const float* f = features[row].data_ptr<float>();
-        r.feature.assign(f, f + features.size(1));
-        const int64_t own = static_cast<int64_t>(suffixes[static_cast<size_t>(row)].size());
-        r.tokens = own;
-        r.flops = config.forward_flops(own, cached, full_vocab ? config.vocab_size : 2, 1);
-      }
+      r.p_unsafe_2way = 1.0 / (1.0 + std::exp(r.logit_safe - r.logit_unsafe));
+      r.feature = std::move(s.feature);
+      r.tokens = s.tokens;
+      r.flops = s.flops;
     }
   }
   return results;
@@ -216,9 +162,8 @@ std::vector<std::string> LlamaGuard::categories_for(const Conversation& conversa
   generation.stop_ids = {eot_id_};
   models::GenerationResult result;
   if (options_.prefix_cache) {
-    Preamble& preamble = preamble_for(judges_response);
-    const int64_t shared = static_cast<int64_t>(std::min(common_prefix(ids, preamble.ids), ids.size() - 1));
-    models::KVCache prefix = preamble.cache.repeat(1, 0, 0, shared);
+    int64_t shared = 0;
+    models::KVCache prefix = scorer_->prefix_for(ids, judges_response, &shared);
     result = models::generate(*model_, {std::vector<int64_t>(ids.begin() + shared, ids.end())}, generation, &prefix);
   } else {
     result = models::generate(*model_, {ids}, generation);

@@ -8,9 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -27,6 +25,8 @@ class KVCache;
 }
 
 namespace guardkit::guard {
+
+class DecoderScorer;
 
 struct GuardCategory {
   std::string code;         // "S1"
@@ -93,8 +93,6 @@ class LlamaGuard : public Guard {
   int64_t cached_preamble_tokens(bool judges_response) const;
 
  private:
-  struct Preamble;
-  Preamble& preamble_for(bool judges_response);
   std::vector<int64_t> scoring_ids(const Conversation& conversation) const;  // prompt ids + "\n\n"
 
   std::shared_ptr<models::LlamaModel> model_;
@@ -102,8 +100,7 @@ class LlamaGuard : public Guard {
   LlamaGuardOptions options_;
   LlamaGuardVariant variant_;
   int32_t safe_id_ = 0, unsafe_id_ = 0, double_newline_id_ = 0, eot_id_ = 0;
-  std::mutex preamble_mutex_;
-  std::map<bool, std::unique_ptr<Preamble>> preambles_;
+  std::unique_ptr<DecoderScorer> scorer_;  // preamble caches keyed by judges_response
 };
 
 }  // namespace guardkit::guard

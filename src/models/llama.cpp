@@ -89,53 +89,73 @@ LlamaModel::LlamaModel(LlamaConfig config, c10::ScalarType dtype, c10::Device de
   inv_freq_ = at::tensor(inv_freq, at::TensorOptions().dtype(at::kFloat)).to(device_);
 }
 
-template <typename Get>
-void LlamaModel::build(Get&& get) {
+void LlamaModel::build(const ParamSource& source) {
   const LlamaConfig& c = config_;
-  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
-  const int64_t q_dim = c.num_attention_heads * c.head_dim, kv_dim = c.num_key_value_heads * c.head_dim;
-  embed_tokens_ = get("model.embed_tokens.weight", std::vector<int64_t>{V, H});
-  final_norm_ = get("model.norm.weight", std::vector<int64_t>{H});
-  if (!c.tie_word_embeddings) lm_head_ = get("lm_head.weight", std::vector<int64_t>{V, H});
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, hd = c.head_dim;
+  const int64_t q_dim = c.num_attention_heads * hd, kv_dim = c.num_key_value_heads * hd;
+  auto matrix = [&](const std::string& name, std::vector<int64_t> shape) { return source(name, shape, ParamRole::Matrix); };
+  auto norm = [&](const std::string& name, int64_t n) { return source(name, {n}, ParamRole::Norm); };
+  auto bias = [&](const std::string& name, int64_t n) { return source(name, {n}, ParamRole::Bias); };
+  embed_tokens_ = matrix("model.embed_tokens.weight", {V, H});
+  if (!c.tie_word_embeddings) lm_head_ = matrix("lm_head.weight", {V, H});
+  final_norm_ = norm("model.norm.weight", H);
   layers_.clear();
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     Layer layer;
-    layer.input_norm = get(p + "input_layernorm.weight", {H});
-    layer.post_attention_norm = get(p + "post_attention_layernorm.weight", {H});
-    layer.q_weight = get(p + "self_attn.q_proj.weight", {q_dim, H});
-    layer.k_weight = get(p + "self_attn.k_proj.weight", {kv_dim, H});
-    layer.v_weight = get(p + "self_attn.v_proj.weight", {kv_dim, H});
-    layer.o_weight = get(p + "self_attn.o_proj.weight", {H, q_dim});
+    layer.input_norm = norm(p + "input_layernorm.weight", H);
+    layer.post_attention_norm = norm(p + "post_attention_layernorm.weight", H);
+    layer.q_weight = matrix(p + "self_attn.q_proj.weight", {q_dim, H});
+    layer.k_weight = matrix(p + "self_attn.k_proj.weight", {kv_dim, H});
+    layer.v_weight = matrix(p + "self_attn.v_proj.weight", {kv_dim, H});
+    layer.o_weight = matrix(p + "self_attn.o_proj.weight", {H, q_dim});
+    layer.gate_weight = matrix(p + "mlp.gate_proj.weight", {I, H});
+    layer.up_weight = matrix(p + "mlp.up_proj.weight", {I, H});
+    layer.down_weight = matrix(p + "mlp.down_proj.weight", {H, I});
     if (c.attention_bias) {
-      layer.q_bias = get(p + "self_attn.q_proj.bias", {q_dim});
-      layer.k_bias = get(p + "self_attn.k_proj.bias", {kv_dim});
-      layer.v_bias = get(p + "self_attn.v_proj.bias", {kv_dim});
-      layer.o_bias = get(p + "self_attn.o_proj.bias", {H});
+      layer.q_bias = bias(p + "self_attn.q_proj.bias", q_dim);
+      layer.k_bias = bias(p + "self_attn.k_proj.bias", kv_dim);
+      layer.v_bias = bias(p + "self_attn.v_proj.bias", kv_dim);
+      layer.o_bias = bias(p + "self_attn.o_proj.bias", H);
     }
-    layer.gate_weight = get(p + "mlp.gate_proj.weight", {I, H});
-    layer.up_weight = get(p + "mlp.up_proj.weight", {I, H});
-    layer.down_weight = get(p + "mlp.down_proj.weight", {H, I});
     if (c.mlp_bias) {
-      layer.gate_bias = get(p + "mlp.gate_proj.bias", {I});
-      layer.up_bias = get(p + "mlp.up_proj.bias", {I});
-      layer.down_bias = get(p + "mlp.down_proj.bias", {H});
+      layer.gate_bias = bias(p + "mlp.gate_proj.bias", I);
+      layer.up_bias = bias(p + "mlp.up_proj.bias", I);
+      layer.down_bias = bias(p + "mlp.down_proj.bias", H);
+    }
+    if (c.qk_norm) {
+      layer.q_norm = norm(p + "self_attn.q_norm.weight", hd);
+      layer.k_norm = norm(p + "self_attn.k_norm.weight", hd);
     }
     layers_.push_back(std::move(layer));
   }
 }
 
+std::vector<std::pair<std::string, at::Tensor>> LlamaModel::make_parameters(const LlamaConfig& config,
+                                                                            const ParamSource& source) {
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  LlamaModel scratch(config, at::kFloat, at::kCPU);  // only walks the names; its tensors are dropped
+  scratch.build([&](const std::string& name, const std::vector<int64_t>& shape, ParamRole role) {
+    at::Tensor t = source(name, shape, role);
+    named.emplace_back(name, t);
+    return t;
+  });
+  return named;
+}
+
 std::shared_ptr<LlamaModel> LlamaModel::load(const std::filesystem::path& dir, c10::ScalarType dtype,
-                                             c10::Device device) {
+                                             c10::Device device, const std::vector<std::string>& extra_tensors) {
   LlamaConfig config = LlamaConfig::from_file(dir);
   auto checkpoint = std::make_shared<const io::Checkpoint>(io::Checkpoint::open(dir));
   std::shared_ptr<LlamaModel> model(new LlamaModel(std::move(config), dtype, device));
   model->checkpoint_ = checkpoint;
   WeightLoader loader(checkpoint, dtype, device);
-  WeightScope root(loader);
-  model->build([&](const std::string& name, const std::vector<int64_t>& shape) { return root.get(name, shape); });
+  model->build([&](const std::string& name, const std::vector<int64_t>& shape, ParamRole) {
+    return loader.get(name, shape);
+  });
   // HF may save the RoPE buffers; a tied model may still store a copy of the LM head (unused, as in HF).
-  std::vector<std::string> ignored = {"rotary_emb.inv_freq"};
+  std::vector<std::string> ignored = extra_tensors;
+  ignored.push_back("rotary_emb.inv_freq");
   if (model->config_.tie_word_embeddings) ignored.push_back("lm_head.weight");
   loader.check_all_used(ignored);
   return model;
@@ -145,7 +165,7 @@ std::shared_ptr<LlamaModel> LlamaModel::from_tensors(const LlamaConfig& config,
                                                      const std::map<std::string, at::Tensor>& tensors,
                                                      c10::ScalarType dtype, c10::Device device) {
   std::shared_ptr<LlamaModel> model(new LlamaModel(config, dtype, device));
-  model->build([&](const std::string& name, const std::vector<int64_t>& shape) {
+  model->build([&](const std::string& name, const std::vector<int64_t>& shape, ParamRole) {
     auto it = tensors.find(name);
     if (it == tensors.end()) fail("Llama weights: missing tensor '{}'", name);
     if (it->second.sizes().vec() != shape)
@@ -160,45 +180,16 @@ std::map<std::string, at::Tensor> LlamaModel::random_tensors(const LlamaConfig& 
                                                               c10::ScalarType dtype) {
   auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   auto options = at::TensorOptions().dtype(at::kFloat);
-  std::map<std::string, at::Tensor> out;
-  auto normal = [&](const std::string& name, std::vector<int64_t> shape) {
-    out[name] = (at::randn(shape, generator, options) * std).to(dtype);
-  };
-  auto norm = [&](const std::string& name) {
-    out[name] = (1.0 + 0.1 * at::randn({c.hidden_size}, generator, options)).to(dtype);
-  };
-  auto bias = [&](const std::string& name, int64_t n) {
-    out[name] = (0.1 * at::randn({n}, generator, options)).to(dtype);
-  };
-  const int64_t H = c.hidden_size, I = c.intermediate_size;
-  const int64_t q_dim = c.num_attention_heads * c.head_dim, kv_dim = c.num_key_value_heads * c.head_dim;
-  normal("model.embed_tokens.weight", {c.vocab_size, H});
-  if (!c.tie_word_embeddings) normal("lm_head.weight", {c.vocab_size, H});
-  norm("model.norm.weight");
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    norm(p + "input_layernorm.weight");
-    norm(p + "post_attention_layernorm.weight");
-    normal(p + "self_attn.q_proj.weight", {q_dim, H});
-    normal(p + "self_attn.k_proj.weight", {kv_dim, H});
-    normal(p + "self_attn.v_proj.weight", {kv_dim, H});
-    normal(p + "self_attn.o_proj.weight", {H, q_dim});
-    normal(p + "mlp.gate_proj.weight", {I, H});
-    normal(p + "mlp.up_proj.weight", {I, H});
-    normal(p + "mlp.down_proj.weight", {H, I});
-    if (c.attention_bias) {
-      bias(p + "self_attn.q_proj.bias", q_dim);
-      bias(p + "self_attn.k_proj.bias", kv_dim);
-      bias(p + "self_attn.v_proj.bias", kv_dim);
-      bias(p + "self_attn.o_proj.bias", H);
+  auto parameters = make_parameters(c, [&](const std::string&, const std::vector<int64_t>& shape, ParamRole role) {
+    at::Tensor noise = at::randn(shape, generator, options);
+    switch (role) {
+      case ParamRole::Norm: return (1.0 + 0.1 * noise).to(dtype);
+      case ParamRole::Bias: return (0.1 * noise).to(dtype);
+      case ParamRole::Matrix: break;
     }
-    if (c.mlp_bias) {
-      bias(p + "mlp.gate_proj.bias", I);
-      bias(p + "mlp.up_proj.bias", I);
-      bias(p + "mlp.down_proj.bias", H);
-    }
-  }
-  return out;
+    return (noise * std).to(dtype);
+  });
+  return std::map<std::string, at::Tensor>(parameters.begin(), parameters.end());
 }
 
 KVCache LlamaModel::new_cache(int64_t batch, int64_t capacity) const {
@@ -248,8 +239,14 @@ at::Tensor LlamaModel::attention(const Layer& layer, int64_t index, const at::Te
   const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
   const int64_t hd = config_.head_dim, groups = config_.query_groups();
 
-  at::Tensor q = linear(x, layer.q_weight, layer.q_bias).view({B, T, heads, hd}).transpose(1, 2);     // [B, nh, T, hd]
-  at::Tensor k = linear(x, layer.k_weight, layer.k_bias).view({B, T, kv_heads, hd}).transpose(1, 2);  // [B, kvh, T, hd]
+  at::Tensor q = linear(x, layer.q_weight, layer.q_bias).view({B, T, heads, hd});     // [B, T, nh, hd]
+  at::Tensor k = linear(x, layer.k_weight, layer.k_bias).view({B, T, kv_heads, hd});  // [B, T, kvh, hd]
+  if (config_.qk_norm) {  // Qwen3: each head's vector normalised over head_dim, one weight shared by all heads
+    q = rms_norm(q, layer.q_norm);
+    k = rms_norm(k, layer.k_norm);
+  }
+  q = q.transpose(1, 2);  // [B, nh, T, hd]
+  k = k.transpose(1, 2);  // [B, kvh, T, hd]
   at::Tensor v = linear(x, layer.v_weight, layer.v_bias).view({B, T, kv_heads, hd}).transpose(1, 2);  // [B, kvh, T, hd]
   q = q * cos + rotate_half(q) * sin;
   k = k * cos + rotate_half(k) * sin;
@@ -343,8 +340,9 @@ ForwardOutput LlamaModel::forward(const at::Tensor& input_ids_in, const at::Tens
   at::Tensor positions = (real_before.unsqueeze(1) + real.to(at::kLong).cumsum(1) - 1).clamp_min(0);  // [B, T]
   at::Tensor angles = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [B, T, hd/2], float32 as HF
   at::Tensor emb = at::cat({angles, angles}, -1);                         // [B, T, hd]
-  at::Tensor cos = emb.cos().to(dtype_).unsqueeze(1);                     // [B, 1, T, hd]
-  at::Tensor sin = emb.sin().to(dtype_).unsqueeze(1);
+  const float scaling = config_.rope_attention_scaling();                  // yarn's attention factor, else 1
+  at::Tensor cos = (emb.cos() * scaling).to(dtype_).unsqueeze(1);         // [B, 1, T, hd]
+  at::Tensor sin = (emb.sin() * scaling).to(dtype_).unsqueeze(1);
 
   // Additive float32 mask [B, 1, 1, T, S]: slot j is visible to new token t when it holds a real token and j <= past + t.
   // The dtype's lowest value (not -inf) as in HF, so a padding query with nothing visible gets a uniform softmax
@@ -376,12 +374,14 @@ ForwardOutput LlamaModel::forward(const at::Tensor& input_ids_in, const at::Tens
   }
 
   at::Tensor last_normed;  // [B, H] in the model dtype
-  if (options.logits == LogitsMode::All) {
+  if (options.logits == LogitsMode::All || options.all_hidden) {
     at::Tensor normed = rms_norm(x, final_norm_);                        // [B, T, H]
-    out.logits = at::linear(normed, lm_head()).to(at::kFloat);           // [B, T, V]
+    if (options.all_hidden) out.hidden = normed.to(at::kFloat);
+    if (options.logits == LogitsMode::All) out.logits = at::linear(normed, lm_head()).to(at::kFloat);  // [B, T, V]
     last_normed = normed.index({rows, last_index});
-  } else {
-    last_normed = rms_norm(x.index({rows, last_index}), final_norm_);  // [B, H]
+  }
+  if (options.logits != LogitsMode::All) {
+    if (!last_normed.defined()) last_normed = rms_norm(x.index({rows, last_index}), final_norm_);  // [B, H]
     if (options.logits == LogitsMode::Last) {
       out.logits = at::linear(last_normed, lm_head()).to(at::kFloat);  // [B, V]
     } else if (options.logits == LogitsMode::LastChosen) {

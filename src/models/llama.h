@@ -1,5 +1,6 @@
-// Llama decoder as Hugging Face LlamaForCausalLM (Llama 2 / 3 / 3.1 / 3.2, Llama Guard 3): RMSNorm, grouped-query
-// attention, RoPE (none / linear / llama3 scaling), SwiGLU MLP, tied or untied embeddings.
+// Llama-architecture decoder as Hugging Face LlamaForCausalLM (Llama 2 / 3 / 3.1 / 3.2, Llama Guard 3) and
+// Qwen3ForCausalLM (Qwen3, Qwen3Guard: the same plus a per-head q/k RMSNorm before RoPE): RMSNorm, grouped-query
+// attention, RoPE (none / linear / llama3 / yarn scaling), SwiGLU MLP, tied or untied embeddings.
 //
 // One entry point, forward(): a batch of new tokens (any padding layout, given by a 0/1 mask) appended after what a
 // KVCache already holds. Prefill = forward on an empty cache; decoding = forward of one token per row; a guard's fixed
@@ -10,6 +11,7 @@
 #include <c10/core/ScalarType.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -71,6 +73,7 @@ struct ForwardOptions {
   LogitsMode logits = LogitsMode::Last;
   std::vector<int64_t> chosen_ids;     // for LogitsMode::LastChosen
   bool layer_hidden_at_last = false;   // also return HF's hidden_states at the last real token of each row
+  bool all_hidden = false;             // also return the final-normed hidden state at every position (token heads)
   // Record the autograd graph (training: weights given to from_tensors as leaves that require grad). Off by default:
   // inference runs under NoGradGuard. Same numbers either way.
   bool enable_grad = false;
@@ -83,13 +86,22 @@ struct ForwardOutput {
   // k < num_layers, [num_layers] final-normed (as HF output_hidden_states).
   std::vector<at::Tensor> layer_hidden;
   at::Tensor last_index;  // [B] int64: index (within this chunk) of each row's last real token
+  at::Tensor hidden;      // with all_hidden: [B, T, H] final-normed hidden states (LM-head inputs), float32
 };
+
+// What a parameter is, so a source that makes weights (random tests, a fresh training run) can initialise it.
+enum class ParamRole { Matrix, Norm, Bias };
+// Gives the tensor for one parameter by its Hugging Face name and expected shape.
+using ParamSource =
+    std::function<at::Tensor(const std::string& name, const std::vector<int64_t>& shape, ParamRole role)>;
 
 class LlamaModel {
  public:
   // Loads `dir` (config.json + model.safetensors or a sharded index) converting weights to `dtype` on `device`.
+  // `extra_tensors`: names of other tensors the checkpoint may hold (a Qwen3Guard-Stream's heads), not an error.
   static std::shared_ptr<LlamaModel> load(const std::filesystem::path& dir, c10::ScalarType dtype = c10::kFloat,
-                                          c10::Device device = c10::kCPU);
+                                          c10::Device device = c10::kCPU,
+                                          const std::vector<std::string>& extra_tensors = {});
   // From named tensors with the HF names (tests, random models); converted to dtype/device.
   static std::shared_ptr<LlamaModel> from_tensors(const LlamaConfig& config,
                                                   const std::map<std::string, at::Tensor>& tensors,
@@ -98,6 +110,10 @@ class LlamaModel {
   // benchmarks. Deterministic for a seed.
   static std::map<std::string, at::Tensor> random_tensors(const LlamaConfig& config, uint64_t seed, double std = 0.02,
                                                           c10::ScalarType dtype = c10::kFloat);
+  // Every parameter a checkpoint of `config` holds, by HF name in a fixed order, each made by `source` (the one
+  // place the tensor names are written: loading, random weights and training initialisation all go through it).
+  static std::vector<std::pair<std::string, at::Tensor>> make_parameters(const LlamaConfig& config,
+                                                                         const ParamSource& source);
 
   const LlamaConfig& config() const { return config_; }
   c10::ScalarType dtype() const { return dtype_; }
@@ -126,6 +142,7 @@ class LlamaModel {
     // Kept as the checkpoint stores them (no fusing) so fp32/bf16 checkpoints load zero-copy from the mmap.
     at::Tensor q_weight, k_weight, v_weight;     // [heads * head_dim, H], [kv_heads * head_dim, H] x2
     at::Tensor q_bias, k_bias, v_bias;           // undefined unless attention_bias
+    at::Tensor q_norm, k_norm;                   // [head_dim], undefined unless qk_norm (Qwen3)
     at::Tensor o_weight, o_bias;                 // [H, heads * head_dim]
     at::Tensor gate_weight, up_weight;           // [I, H]
     at::Tensor gate_bias, up_bias;               // undefined unless mlp_bias
@@ -133,8 +150,7 @@ class LlamaModel {
   };
 
   LlamaModel(LlamaConfig config, c10::ScalarType dtype, c10::Device device);
-  template <typename Get>
-  void build(Get&& get);
+  void build(const ParamSource& source);
 
   at::Tensor attention(const Layer& layer, int64_t index, const at::Tensor& x, const at::Tensor& cos,
                        const at::Tensor& sin, const at::Tensor& mask, KVCache* cache) const;

@@ -1,5 +1,6 @@
 #include "models/llama_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -48,7 +49,9 @@ std::vector<int64_t> token_ids(const nlohmann::json& json, const char* name, std
   fail("{}: field '{}' must be an integer or a list of integers, got {}", origin, name, it->dump());
 }
 
-RopeScaling parse_rope_scaling(const nlohmann::json& json, const std::string& origin) {
+// `max_position_embeddings` is needed by yarn, whose factor transformers 4.57 derives from it when the block names
+// the original context length.
+RopeScaling parse_rope_scaling(const nlohmann::json& json, int64_t max_position_embeddings, const std::string& origin) {
   RopeScaling scaling;
   auto it = json.find("rope_scaling");
   if (it == json.end() || it->is_null()) return scaling;
@@ -70,8 +73,34 @@ RopeScaling parse_rope_scaling(const nlohmann::json& json, const std::string& or
     if (!(scaling.high_freq_factor > scaling.low_freq_factor))
       fail("{}: rope_scaling high_freq_factor ({}) must exceed low_freq_factor ({})", origin,
            scaling.high_freq_factor, scaling.low_freq_factor);
+  } else if (type == "yarn") {
+    // As transformers 4.57 `_compute_yarn_parameters`: a given original context length replaces the factor by
+    // max_position_embeddings / original (DeepSeek-V3 convention); `or` defaults for the betas (0 counts as absent).
+    scaling.kind = RopeScaling::Kind::Yarn;
+    scaling.original_max_position_embeddings = max_position_embeddings;
+    if (block.contains("original_max_position_embeddings") && !block["original_max_position_embeddings"].is_null()) {
+      scaling.original_max_position_embeddings = field<int64_t>(block, "original_max_position_embeddings", 0, origin);
+      if (scaling.original_max_position_embeddings <= 0)
+        fail("{}: rope_scaling.original_max_position_embeddings must be positive", origin);
+      scaling.factor = static_cast<double>(max_position_embeddings) /
+                       static_cast<double>(scaling.original_max_position_embeddings);
+    }
+    auto mscale_of = [](double scale, double mscale) { return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; };
+    const double mscale = field<double>(block, "mscale", 0.0, origin);
+    const double mscale_all_dim = field<double>(block, "mscale_all_dim", 0.0, origin);
+    if (block.contains("attention_factor") && !block["attention_factor"].is_null())
+      scaling.attention_factor = field<double>(block, "attention_factor", 1.0, origin);
+    else if (mscale != 0 && mscale_all_dim != 0)
+      scaling.attention_factor = mscale_of(scaling.factor, mscale) / mscale_of(scaling.factor, mscale_all_dim);
+    else
+      scaling.attention_factor = mscale_of(scaling.factor, 1.0);
+    const double beta_fast = field<double>(block, "beta_fast", 0.0, origin);
+    const double beta_slow = field<double>(block, "beta_slow", 0.0, origin);
+    scaling.beta_fast = beta_fast != 0 ? beta_fast : 32.0;
+    scaling.beta_slow = beta_slow != 0 ? beta_slow : 1.0;
+    scaling.truncate = field<bool>(block, "truncate", true, origin);
   } else {
-    fail("{}: rope_scaling type '{}' is not supported (supported: llama3, linear, default)", origin, type);
+    fail("{}: rope_scaling type '{}' is not supported (supported: llama3, linear, yarn, default)", origin, type);
   }
   return scaling;
 }
@@ -81,8 +110,21 @@ RopeScaling parse_rope_scaling(const nlohmann::json& json, const std::string& or
 LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string& origin) {
   if (!json.is_object()) fail("{}: a model config must be a JSON object", origin);
   LlamaConfig c;
-  const std::string model_type = field<std::string>(json, "model_type", "llama", origin);
-  if (model_type != "llama") fail("{}: model_type '{}' is not a Llama model", origin, model_type);
+  c.model_type = field<std::string>(json, "model_type", "llama", origin);
+  if (!supports(c.model_type))
+    fail("{}: model_type '{}' is not a decoder this build loads (llama, qwen3)", origin, c.model_type);
+  const bool qwen3 = c.model_type == "qwen3";
+  if (qwen3) {
+    // transformers Qwen3Config defaults; no BOS/EOS unless the file names them.
+    c.qk_norm = true;
+    c.vocab_size = 151936;
+    c.intermediate_size = 22016;
+    c.max_position_embeddings = 32768;
+    c.bos_token_id.reset();
+    c.eos_token_ids.clear();
+    if (field<bool>(json, "use_sliding_window", false, origin))
+      fail("{}: use_sliding_window is true; sliding-window attention is not supported", origin);
+  }
   c.vocab_size = field<int64_t>(json, "vocab_size", c.vocab_size, origin);
   c.hidden_size = field<int64_t>(json, "hidden_size", c.hidden_size, origin);
   c.intermediate_size = field<int64_t>(json, "intermediate_size", c.intermediate_size, origin);
@@ -96,7 +138,7 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string
   c.tie_word_embeddings = field<bool>(json, "tie_word_embeddings", c.tie_word_embeddings, origin);
   c.attention_bias = field<bool>(json, "attention_bias", c.attention_bias, origin);
   c.mlp_bias = field<bool>(json, "mlp_bias", c.mlp_bias, origin);
-  c.rope_scaling = parse_rope_scaling(json, origin);
+  c.rope_scaling = parse_rope_scaling(json, c.max_position_embeddings, origin);
 
   if (c.vocab_size <= 0 || c.hidden_size <= 0 || c.intermediate_size <= 0 || c.num_hidden_layers <= 0 ||
       c.num_attention_heads <= 0 || c.num_key_value_heads <= 0)
@@ -106,7 +148,8 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     fail("{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", origin,
          c.num_attention_heads, c.num_key_value_heads);
-  c.head_dim = field<int64_t>(json, "head_dim", 0, origin);
+  // Qwen3Config's head_dim defaults to 128 when absent (not hidden / heads); null means hidden / heads for both.
+  c.head_dim = qwen3 && !json.contains("head_dim") ? 128 : field<int64_t>(json, "head_dim", 0, origin);
   if (c.head_dim == 0) {
     if (c.hidden_size % c.num_attention_heads != 0)
       fail("{}: hidden_size ({}) is not divisible by num_attention_heads ({}) and no head_dim is given", origin,
@@ -117,15 +160,18 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string
   if (!(c.rms_norm_eps > 0)) fail("{}: rms_norm_eps must be positive", origin);
   if (!(c.rope_theta > 0)) fail("{}: rope_theta must be positive", origin);
 
-  auto bos = token_ids(json, "bos_token_id", {1}, origin);
+  auto bos = token_ids(json, "bos_token_id", c.bos_token_id ? std::vector<int64_t>{*c.bos_token_id} : std::vector<int64_t>{},
+                       origin);
   c.bos_token_id = bos.empty() ? std::nullopt : std::optional<int64_t>(bos.front());
-  c.eos_token_ids = token_ids(json, "eos_token_id", {2}, origin);
+  c.eos_token_ids = token_ids(json, "eos_token_id", c.eos_token_ids, origin);
   auto pad = token_ids(json, "pad_token_id", {}, origin);
   c.pad_token_id = pad.empty() ? std::nullopt : std::optional<int64_t>(pad.front());
   for (int64_t id : c.eos_token_ids)
     if (id < 0 || id >= c.vocab_size) fail("{}: eos_token_id {} is outside the vocabulary ({})", origin, id, c.vocab_size);
   return c;
 }
+
+bool LlamaConfig::supports(const std::string& model_type) { return model_type == "llama" || model_type == "qwen3"; }
 
 LlamaConfig LlamaConfig::from_file(const std::filesystem::path& dir_or_file) {
   std::filesystem::path path = std::filesystem::is_directory(dir_or_file) ? dir_or_file / "config.json" : dir_or_file;
@@ -174,14 +220,47 @@ std::vector<float> LlamaConfig::rope_inv_freq() const {
       }
       break;
     }
+    case RopeScaling::Kind::Yarn: {
+      // transformers _compute_yarn_parameters: interpolate (divide by the factor) the dimensions that rotate fewer
+      // than beta_slow times over the original context, extrapolate (keep) those rotating more than beta_fast
+      // times, and ramp linearly between the two.
+      const double dim = static_cast<double>(head_dim), base = rope_theta;
+      const double context = static_cast<double>(rope_scaling.original_max_position_embeddings);
+      auto correction_dim = [&](double rotations) {
+        return dim * std::log(context / (rotations * 2 * M_PI)) / (2 * std::log(base));
+      };
+      double low = correction_dim(rope_scaling.beta_fast), high = correction_dim(rope_scaling.beta_slow);
+      if (rope_scaling.truncate) {
+        low = std::floor(low);
+        high = std::ceil(high);
+      }
+      low = std::max(low, 0.0);
+      high = std::min(high, dim - 1);
+      if (low == high) high += 0.001;  // as transformers: no zero-width ramp
+      for (size_t i = 0; i < inv_freq.size(); ++i) {
+        const float ramp = std::clamp(static_cast<float>((static_cast<double>(i) - low) / (high - low)), 0.0f, 1.0f);
+        const float extrapolation_weight = 1.0f - ramp;
+        // 1 / theta^(2i/d) and 1 / (factor * theta^(2i/d)), float32 as transformers computes them.
+        const float position_freq = std::pow(static_cast<float>(base), static_cast<float>(2 * i) / static_cast<float>(head_dim));
+        const float extrapolated = 1.0f / position_freq;
+        const float interpolated = 1.0f / (factor * position_freq);
+        inv_freq[i] = interpolated * (1.0f - extrapolation_weight) + extrapolated * extrapolation_weight;
+      }
+      break;
+    }
   }
   return inv_freq;
+}
+
+float LlamaConfig::rope_attention_scaling() const {
+  return rope_scaling.kind == RopeScaling::Kind::Yarn ? static_cast<float>(rope_scaling.attention_factor) : 1.0f;
 }
 
 int64_t LlamaConfig::num_layer_parameters() const {
   const int64_t q = num_attention_heads * head_dim, kv = num_key_value_heads * head_dim;
   int64_t attention = hidden_size * (q + 2 * kv) + q * hidden_size;
   if (attention_bias) attention += q + 2 * kv + hidden_size;
+  if (qk_norm) attention += 2 * head_dim;
   int64_t mlp = 3 * hidden_size * intermediate_size;
   if (mlp_bias) mlp += 2 * intermediate_size + hidden_size;
   const int64_t norms = 2 * hidden_size;

@@ -1,5 +1,6 @@
-// LlamaConfig: a Hugging Face `config.json` of model_type "llama" (Llama 2/3/3.1/3.2, Llama Guard 3), with the
-// defaults transformers' LlamaConfig uses for every absent field.
+// LlamaConfig: a Hugging Face `config.json` of a Llama-architecture decoder, with the defaults transformers uses for
+// every absent field: model_type "llama" (Llama 2/3/3.1/3.2, Llama Guard 3) and "qwen3" (Qwen3, Qwen3Guard), which is
+// the same decoder plus a per-head RMSNorm on queries and keys (`qk_norm`).
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -11,9 +12,14 @@
 namespace guardkit::models {
 
 struct RopeScaling {
-  enum class Kind { None, Linear, Llama3 };
+  enum class Kind { None, Linear, Llama3, Yarn };
   Kind kind = Kind::None;
   double factor = 1.0;
+  // yarn only (transformers `_compute_yarn_parameters`): the ramp between interpolated and extrapolated frequencies
+  // and the factor cos/sin are multiplied by.
+  double beta_fast = 32.0, beta_slow = 1.0;
+  bool truncate = true;
+  double attention_factor = 1.0;
   // llama3 only (transformers >= 4.43 `_compute_llama3_parameters`).
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
@@ -21,7 +27,10 @@ struct RopeScaling {
 };
 
 struct LlamaConfig {
-  // transformers LlamaConfig defaults.
+  std::string model_type = "llama";
+  // Qwen3: q and k of every head pass an RMSNorm over head_dim (weights `self_attn.{q,k}_norm.weight`) before RoPE.
+  bool qk_norm = false;
+  // transformers LlamaConfig defaults (from_json applies Qwen3Config's for model_type qwen3).
   int64_t vocab_size = 32000;
   int64_t hidden_size = 4096;
   int64_t intermediate_size = 11008;
@@ -41,6 +50,8 @@ struct LlamaConfig {
   std::vector<int64_t> eos_token_ids = {2};  // `eos_token_id` may be an int or a list
   std::optional<int64_t> pad_token_id;
 
+  // The model_type values this decoder loads.
+  static bool supports(const std::string& model_type);
   // Parses a config object; `origin` (a file name) prefixes every error. Validates head counts and sizes.
   static LlamaConfig from_json(const nlohmann::json& json, const std::string& origin = "config.json");
   // Reads `dir/config.json` (or the file itself when given a file).
@@ -51,6 +62,8 @@ struct LlamaConfig {
   // RoPE inverse frequencies as float32 values (head_dim / 2), with the configured scaling applied, computed as
   // transformers does (float32 arithmetic) so positions and angles round identically.
   std::vector<float> rope_inv_freq() const;
+  // What cos and sin are multiplied by (yarn's attention factor; 1 otherwise), as transformers' attention_scaling.
+  float rope_attention_scaling() const;
 
   // Parameters: all of them, and the ones a token's forward pass multiplies by (no embedding table; the LM head
   // counted separately because guard scoring projects onto only a few of its rows).

@@ -1,5 +1,5 @@
-// Scoped weight lookup over a safetensors checkpoint (after CTranslate2): layers ask for their tensors by
-// relative name and expected shape; every mismatch is a one-line error naming the checkpoint and the tensor.
+// Weight lookup over a safetensors checkpoint (after CTranslate2): models ask for their tensors by full Hugging Face
+// name and expected shape; every mismatch is a one-line error naming the checkpoint and the tensor.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
@@ -43,24 +43,6 @@ class WeightLoader {
   c10::ScalarType dtype_;
   c10::Device device_;
   mutable std::set<std::string> used_;
-};
-
-// A name prefix over a loader: scope.sub("encoder").sub("layer.0").get("attention.self.query_proj.weight", {H, H}).
-class WeightScope {
- public:
-  WeightScope(const WeightLoader& loader, std::string prefix = "") : loader_(&loader), prefix_(std::move(prefix)) {}
-  WeightScope sub(const std::string& name) const { return WeightScope(*loader_, join(name)); }
-  at::Tensor get(const std::string& name, const std::vector<int64_t>& shape = {}) const {
-    return loader_->get(join(name), shape);
-  }
-  bool has(const std::string& name) const { return loader_->has(join(name)); }
-  const std::string& prefix() const { return prefix_; }
-  const WeightLoader& loader() const { return *loader_; }
-
- private:
-  std::string join(const std::string& name) const { return prefix_.empty() ? name : prefix_ + "." + name; }
-  const WeightLoader* loader_;
-  std::string prefix_;
 };
 
 // Writes named tensors as safetensors (any device/dtype; converted to contiguous CPU).

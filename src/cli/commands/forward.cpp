@@ -158,8 +158,9 @@ void run_forward(const ForwardCliOptions& opt) {
     tokenizer = text::load_tokenizer(dir);
   const auto rows = read_rows(opt, tokenizer.get());
   if (type.rfind("deberta", 0) == 0) return run_classifier(opt, rows);
-  if (type == "llama") return run_decoder(opt, rows);
-  fail("{}: model_type \"{}\" is not supported (deberta-v2 classifiers and llama decoders are)", opt.model_dir, type);
+  if (models::LlamaConfig::supports(type)) return run_decoder(opt, rows);
+  fail("{}: model_type \"{}\" is not supported (deberta-v2 classifiers and llama / qwen3 decoders are)", opt.model_dir,
+       type);
 }
 
 void add_forward_command(CLI::App& app, GlobalOptions&) {
@@ -167,7 +168,7 @@ void add_forward_command(CLI::App& app, GlobalOptions&) {
   auto* cmd = app.add_subcommand("forward", "Run a model on JSONL inputs; print logits, probabilities and the feature");
   cmd->footer(
       "Input lines: {\"text\": ...}, {\"text\": ..., \"text_pair\": ...} or {\"input_ids\": [...]}.\n"
-      "Classifiers (DeBERTa) print every label's logit and probability and the pooled feature; decoders (Llama)\n"
+      "Classifiers (DeBERTa) print every label's logit and probability and the pooled feature; decoders (Llama, Qwen3)\n"
       "print the logits and full-vocabulary probabilities of --ids (or the top-k) at the last position, the\n"
       "logsumexp, and the last-token hidden state as the feature.\n"
       "Example:\n"

@@ -1,4 +1,4 @@
-// `guardkit generate`: text generation with a Llama checkpoint — JSONL prompts in ({"text"} or {"input_ids"}),
+// `guardkit generate`: text generation with a Llama or Qwen3 checkpoint — JSONL prompts in ({"text"} or {"input_ids"}),
 // JSONL continuations out, with the sampling options of models/generation.h. A prompt given as ids may end
 // mid-assistant-turn (a forced assistant prefix): generation simply continues it.
 #include <iostream>
@@ -86,15 +86,16 @@ void run_generate(GenerateOptions opt, const GlobalOptions& global) {
 
 void add_generate_command(CLI::App& app, GlobalOptions& global) {
   auto opt = std::make_shared<GenerateOptions>();
-  auto* cmd = app.add_subcommand("generate", "Generate text with a Llama checkpoint from JSONL prompts");
+  auto* cmd = app.add_subcommand("generate", "Generate text with a Llama or Qwen3 checkpoint from JSONL prompts");
   cmd->footer(
-      "Input lines: {\"text\": \"...\"} (tokenized with the model's tokenizer, BOS added unless --no-bos) or\n"
+      "Input lines: {\"text\": \"...\"} (tokenized with the model's tokenizer, its BOS added unless --no-bos;\n"
+      "Qwen3's tokenizer adds none) or\n"
       "{\"input_ids\": [...]} (used as is: a prompt may end mid-assistant-turn to force a prefix).\n"
       "Output lines: {\"new_ids\", \"text\", \"finish_reason\", \"prompt_tokens\"}.\n"
       "Examples:\n"
       "  echo '{\"text\":\"The capital of France is\"}' | guardkit generate --model DIR --max-new-tokens 12\n"
       "  guardkit generate --model DIR --input prompts.jsonl --sample --temperature 0.7 --top-p 0.9 --seed 1");
-  cmd->add_option("--model", opt->model_dir, "Hugging Face Llama directory (config.json, model.safetensors)")
+  cmd->add_option("--model", opt->model_dir, "Hugging Face Llama or Qwen3 directory (config.json, model.safetensors)")
       ->required();
   cmd->add_option("--input", opt->input, "JSONL file to read ('-' = stdin)")->capture_default_str();
   cmd->add_option("--dtype", opt->dtype, "fp32 or bf16")->capture_default_str();
