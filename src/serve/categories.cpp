@@ -22,6 +22,22 @@ const std::vector<HazardCategory>& llama_guard_categories() {
   return categories;
 }
 
+const std::vector<HazardCategory>& qwen3_guard_categories() {
+  // Qwen3Guard names the category itself, so the name is also the code.
+  static const std::vector<HazardCategory> categories = {
+      {"Violent", "Violent", {"violence", "illicit/violent"}},
+      {"Non-violent Illegal Acts", "Non-violent Illegal Acts", {"illicit"}},
+      {"Sexual Content or Sexual Acts", "Sexual Content or Sexual Acts", {"sexual"}},
+      {"PII", "PII", {}},
+      {"Suicide & Self-Harm", "Suicide & Self-Harm", {"self-harm"}},
+      {"Unethical Acts", "Unethical Acts", {}},
+      {"Politically Sensitive Topics", "Politically Sensitive Topics", {}},
+      {"Copyright Violation", "Copyright Violation", {"illicit"}},
+      {"Jailbreak", "Jailbreak", {}},
+  };
+  return categories;
+}
+
 const std::vector<std::string_view>& openai_category_keys() {
   static const std::vector<std::string_view> keys = {
       "harassment", "harassment/threatening", "hate",    "hate/threatening", "illicit",
@@ -30,16 +46,23 @@ const std::vector<std::string_view>& openai_category_keys() {
   return keys;
 }
 
-std::vector<std::string_view> openai_keys_for(std::string_view s_code) {
-  for (const auto& category : llama_guard_categories())
-    if (category.code == s_code) return category.openai_keys;
-  return {};
+namespace {
+const HazardCategory* find_category(std::string_view code) {
+  for (const auto* list : {&llama_guard_categories(), &qwen3_guard_categories()})
+    for (const auto& category : *list)
+      if (category.code == code) return &category;
+  return nullptr;
+}
+}  // namespace
+
+std::vector<std::string_view> openai_keys_for(std::string_view code) {
+  const HazardCategory* category = find_category(code);
+  return category ? category->openai_keys : std::vector<std::string_view>{};
 }
 
-std::string_view category_name(std::string_view s_code) {
-  for (const auto& category : llama_guard_categories())
-    if (category.code == s_code) return category.name;
-  return {};
+std::string_view category_name(std::string_view code) {
+  const HazardCategory* category = find_category(code);
+  return category ? category->name : std::string_view{};
 }
 
 }  // namespace guardkit::serve
