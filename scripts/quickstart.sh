@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command (1): installs every dependency, builds guardkit, trains the default models from the public data in
-# ../shared/data when they are not there yet (`guardkit bootstrap`, about 8 minutes on 2 cores), then runs the main
+# ../shared/data when they are not there yet (`guardkit bootstrap`, the quick profile: aimed at 15 minutes on 2 cores), then runs the main
 # job: example prompts and responses scored through SafeRoute (small guard, router, large guard) with the decisions
 # printed. With --serve it then starts the guard server on the defaults (Ctrl-C stops it).
 set -euo pipefail

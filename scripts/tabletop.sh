@@ -8,10 +8,11 @@
 #   3. BiasJailbreak — the same tiny model as the target, with and without BiasDefense, and with a guard check.
 # Every step resumes: rerun after a kill. Work files go to $TABLETOP_WORK (default tabletop_work/); the report and its
 # plots to docs/TABLETOP.md and docs/tabletop/. Needs a build (./scripts/build.sh). Took 12 min 48 s on 2 idle cores (29 Nov 2026), 8 of them the bootstrap.
+# The models come from `guardkit bootstrap --profile full` (TABLETOP_PROFILE=quick reuses README command (1)'s).
 # TABLETOP_QUICK=1 shrinks every size (a smoke run of a few minutes; its numbers mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-case "${1:-}" in -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 GK_BIN=${GUARDKIT:-./build/guardkit}
 # All cores by default; on a machine shared with other heavy jobs set TABLETOP_THREADS=1 (OpenMP threads on preempted
@@ -28,7 +29,8 @@ if [ "${TABLETOP_QUICK:-0}" = 1 ]; then
   BOOT_ARGS=(--max-train 300 --max-eval 40 --large-epochs 1 --small-epochs 1 --router-epochs 20 --mlm-steps 10)
 else
   EVAL_LIMIT=400; GEN_ARGS=(); GEN_COUNT=400; DISTILL_STEPS=300; RT_LIMIT=20; RT_TRIALS=3; ROUTER_EPOCHS=300
-  BOOT_ARGS=()
+  # The full profile: a large guard far enough ahead of the small one for routing to matter (an hour or more).
+  BOOT_ARGS=(--profile "${TABLETOP_PROFILE:-full}")
 fi
 mkdir -p "$W" "$DOCS/tabletop"
 [ -x "$GK_BIN" ] || { echo "tabletop: $GK_BIN not found; run ./scripts/build.sh first" >&2; exit 2; }

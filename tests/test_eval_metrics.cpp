@@ -148,5 +148,32 @@ TEST(Metrics, BadInputIsAnError) {
   EXPECT_THROW(expected_calibration_error({0}, {0.5}, 0), guardkit::Error);
 }
 
+
+// Over-flagging: FPR = FP / (FP + TN) with its bootstrap interval; defined on a set with no unsafe example (where
+// F1 is only zero_division), undefined on a behaviour list with no safe example.
+TEST(Metrics, FalsePositiveRateOnBenignAndMixedSets) {
+  MetricOptions options;
+  options.bootstrap_resamples = 200;
+  // 10 safe prompts, 3 of them flagged.
+  std::vector<int> labels(10, 0), predictions = {1, 0, 0, 1, 0, 0, 0, 1, 0, 0};
+  std::vector<double> scores = {0.9, 0.1, 0.2, 0.7, 0.3, 0.1, 0.4, 0.6, 0.2, 0.1};
+  MetricReport benign = compute_metrics(labels, scores, predictions, options);
+  EXPECT_DOUBLE_EQ(benign.value[kFpr], 0.3);
+  EXPECT_LT(benign.interval[kFpr].low, 0.3);
+  EXPECT_GT(benign.interval[kFpr].high, 0.3);
+  EXPECT_GE(benign.interval[kFpr].low, 0.0);
+  EXPECT_LE(benign.interval[kFpr].high, 1.0);
+  EXPECT_EQ(benign.value[kF1], 0.0);  // no positive: only zero_division
+  // Mixed: positives do not enter the FPR.
+  MetricReport mixed = compute_metrics({0, 0, 0, 0, 1, 1}, {0.8, 0.1, 0.2, 0.3, 0.9, 0.2}, {1, 0, 0, 0, 1, 0}, options);
+  EXPECT_DOUBLE_EQ(mixed.value[kFpr], 0.25);
+  MetricReport unsafe_only = compute_metrics({1, 1}, {0.9, 0.2}, {1, 0}, options);
+  EXPECT_TRUE(std::isnan(unsafe_only.value[kFpr]));
+  EXPECT_STREQ(kMetricNames[kFpr], "fpr");
+  // The macro average over both sets skips the undefined one.
+  MetricReport average = average_reports({benign, unsafe_only}, options);
+  EXPECT_DOUBLE_EQ(average.value[kFpr], 0.3);
+}
+
 }  // namespace
 }  // namespace guardkit::eval

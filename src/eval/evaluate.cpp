@@ -226,29 +226,34 @@ std::string report_to_markdown(const EvalReport& report) {
       "equal-width bins; zero_division = {}.\n\n",
       report.model, report.threshold, report.options.metrics.bootstrap_resamples, report.options.metrics.seed,
       report.options.metrics.ece_bins, report.options.metrics.zero_division);
-  out += "| dataset | label | n | unsafe | precision | recall | F1 | AUPRC | AUROC | ECE | tokens | FLOPs | wall | peak RSS |\n";
-  out += "|---|---|---:|---:|---|---|---|---|---|---|---:|---:|---:|---:|\n";
+  out += "| dataset | label | n | unsafe | precision | recall | F1 | AUPRC | AUROC | ECE | FPR | tokens | FLOPs | wall | "
+         "peak RSS |\n";
+  out += "|---|---|---:|---:|---|---|---|---|---|---|---|---:|---:|---:|---:|\n";
   int64_t tokens = 0;
   double flops = 0.0, wall = 0.0;
   for (const auto& r : report.datasets) {
     const MetricReport& m = r.metrics;
-    out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} s | {} |\n", r.name,
+    out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} s | {} |\n", r.name,
                        r.label_kind, m.examples, m.positives, cell(m, kPrecision), cell(m, kRecall), cell(m, kF1),
-                       cell(m, kAuprc), cell(m, kAuroc), cell(m, kEce), r.tokens, format_flops(r.flops),
-                       r.wall_seconds, format_bytes(r.peak_rss_bytes));
+                       cell(m, kAuprc), cell(m, kAuroc), cell(m, kEce), cell(m, kFpr), r.tokens,
+                       format_flops(r.flops), r.wall_seconds, format_bytes(r.peak_rss_bytes));
     tokens += r.tokens, flops += r.flops, wall += r.wall_seconds;
   }
   const MetricReport& a = report.average;
-  out += fmt::format("| **average** | | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} s | {} |\n",
+  out += fmt::format("| **average** | | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} s | {} |\n",
                      a.examples, a.positives, cell(a, kPrecision), cell(a, kRecall), cell(a, kF1), cell(a, kAuprc),
-                     cell(a, kAuroc), cell(a, kEce), tokens, format_flops(flops), wall,
+                     cell(a, kAuroc), cell(a, kEce), cell(a, kFpr), tokens, format_flops(flops), wall,
                      format_bytes(report.datasets.empty() ? 0 : report.datasets.back().peak_rss_bytes));
   bool refusal = false, one_class = false;
   for (const auto& r : report.datasets) {
     refusal |= r.label_kind == "refusal";
     one_class |= std::isnan(r.metrics.value[kAuroc]);
   }
-  out += "\nThe average is the macro mean over datasets (per resample for its interval).";
+  out += "\nThe average is the macro mean over datasets (per resample for its interval). FPR = the share of safe "
+         "examples flagged unsafe (over-flagging).";
+  bool benign = false;
+  for (const auto& r : report.datasets) benign |= r.metrics.positives == 0;
+  if (benign) out += " On a set with no unsafe example F1 is only zero_division: read its FPR.";
   if (one_class) out += " AUROC is n/a for a dataset with one class (behaviour lists); the average skips it.";
   if (refusal) out += " Label `refusal` means the model refused, not that the response is unsafe.";
   out += "\n";

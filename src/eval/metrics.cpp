@@ -17,7 +17,7 @@ double ratio(int64_t numerator, int64_t denominator, double zero_division) {
 }
 }  // namespace
 
-const char* const kMetricNames[kMetricCount] = {"precision", "recall", "f1", "auprc", "auroc", "ece", "accuracy"};
+const char* const kMetricNames[kMetricCount] = {"precision", "recall", "f1", "auprc", "auroc", "ece", "accuracy", "fpr"};
 
 Confusion confusion(const std::vector<int>& labels, const std::vector<int>& predictions) {
   if (labels.size() != predictions.size()) fail("metrics: {} labels but {} predictions", labels.size(), predictions.size());
@@ -135,6 +135,7 @@ void point_metrics(const std::vector<int>& labels, const std::vector<double>& sc
   value[kAuroc] = roc_auc(labels, scores);
   value[kEce] = expected_calibration_error(labels, scores, options.ece_bins);
   value[kAccuracy] = static_cast<double>(c.tp + c.tn) / static_cast<double>(labels.size());
+  value[kFpr] = c.fp + c.tn > 0 ? static_cast<double>(c.fp) / static_cast<double>(c.fp + c.tn) : kNaN;
   if (confusion_out) *confusion_out = c;
 }
 

@@ -5,6 +5,7 @@
 //    one threshold; no interpolation). With no positive label, sklearn sets recall to 1 everywhere and AP is 0.
 //  - AUROC = roc_auc_score: tied positive/negative pairs count one half. Undefined (NaN here; sklearn raises) when
 //    only one class is present.
+//  - FPR = FP / (FP + TN): the share of safe examples flagged unsafe (over-flagging); NaN when no example is safe.
 //  - ECE: calibration of P(unsafe) itself (not top-label confidence) over `ece_bins` equal-width bins of [0, 1]
 //    (default 10; bin b = [b/B, (b+1)/B), the last one closed): Σ_b (n_b / N) · |mean(label)_b − mean(p)_b|.
 //  - Bootstrap: resample the examples with replacement (seeded), recompute, percentile interval (numpy's linear
@@ -37,7 +38,7 @@ struct MetricOptions {
 };
 
 // The metrics guardkit reports, in one fixed order (kMetricNames).
-enum MetricIndex { kPrecision, kRecall, kF1, kAuprc, kAuroc, kEce, kAccuracy, kMetricCount };
+enum MetricIndex { kPrecision, kRecall, kF1, kAuprc, kAuroc, kEce, kAccuracy, kFpr, kMetricCount };
 extern const char* const kMetricNames[kMetricCount];
 
 struct Interval {

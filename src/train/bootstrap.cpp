@@ -2,7 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <cctype>
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <fmt/format.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -45,6 +48,65 @@ std::string one_line(std::string s) {
   for (auto& c : s)
     if (c == '\n' || c == '\r') c = ' ';
   return s;
+}
+
+// "NAME" or "NAME:MAX" of --train-sets / --mlm-extra-sets.
+struct SetSpec {
+  std::string name;
+  size_t max_rows = 0;  // 0 = all
+};
+SetSpec parse_set_spec(const std::string& spec) {
+  const size_t colon = spec.rfind(':');
+  if (colon == std::string::npos || eval::is_dataset_path(spec)) return {spec, 0};
+  const std::string count = spec.substr(colon + 1);
+  size_t max_rows = 0;
+  auto [end, error] = std::from_chars(count.data(), count.data() + count.size(), max_rows);
+  if (error != std::errc() || end != count.data() + count.size() || max_rows == 0)
+    fail("bootstrap: '{}': expected NAME or NAME:MAX with MAX a positive row count", spec);
+  return {spec.substr(0, colon), max_rows};
+}
+
+// The rows of one training (or MLM) set: evaluation-only sets and the everyday held-out slice refused / left out
+// (eval::load_training_rows), then a subsample of at most max_rows, the same on every run (seeded by the set name)
+// so a resumed bootstrap trains on the same rows.
+std::vector<eval::Example> load_set(const SetSpec& spec, const fs::path& data_dir, uint64_t seed) {
+  auto rows = eval::load_training_rows(spec.name, data_dir);
+  if (spec.max_rows && rows.size() > spec.max_rows) {
+    std::mt19937_64 rng(seed ^ stable_hash(spec.name));
+    std::shuffle(rows.begin(), rows.end(), rng);
+    rows.resize(spec.max_rows);
+  }
+  return rows;
+}
+
+// Text as compared for train / evaluation disjointness: lower-cased, runs of whitespace as one space, trimmed.
+std::string comparable(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  for (unsigned char c : text) {
+    if (std::isspace(c)) {
+      if (!out.empty() && out.back() != ' ') out.push_back(' ');
+    } else {
+      out.push_back(static_cast<char>(std::tolower(c)));
+    }
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+// Every prompt and response of the evaluation sets, comparable().
+std::set<std::string> held_out_texts(const BootstrapOptions& opt, const fs::path& data_dir) {
+  std::set<std::string> texts;
+  for (const auto& name : opt.eval_sets)
+    for (const auto& e : eval::load_dataset(name, data_dir)) {
+      texts.insert(comparable(e.prompt));
+      if (e.response) texts.insert(comparable(*e.response));
+    }
+  return texts;
+}
+
+bool overlaps(const eval::Example& e, const std::set<std::string>& held_out) {
+  return held_out.count(comparable(e.prompt)) || (e.response && held_out.count(comparable(*e.response)));
 }
 
 // Debian's spm_train in its own process: libsentencepiece cannot share a process with libtorch (machine.md).
@@ -146,20 +208,13 @@ void train_guard(const std::string& what, const json& config_json, const text::T
 // Every text the MLM step reads: the training rows (prompts and responses) and the extra unlabelled sets, without
 // duplicates and without any text that an evaluation set contains.
 std::vector<std::string> mlm_texts(const std::vector<eval::Example>& rows, const BootstrapOptions& opt,
-                                   const fs::path& data_dir) {
-  std::set<std::string> held_out;
-  for (const auto& name : opt.eval_sets)
-    for (const auto& e : eval::load_dataset(name, data_dir)) {
-      held_out.insert(e.prompt);
-      if (e.response) held_out.insert(*e.response);
-    }
+                                   const fs::path& data_dir, const std::set<std::string>& held_out) {
   std::vector<eval::Example> all = rows;
-  for (const auto& name : opt.mlm_extra_sets) {
-    const auto* info = eval::find_dataset(name);
-    if (info && info->evaluation_only) fail("bootstrap: {} is licensed for evaluation only; it cannot be trained on", name);
+  for (const auto& spec_text : opt.mlm_extra_sets) {
+    const SetSpec spec = parse_set_spec(spec_text);
     for (const auto& name_eval : opt.eval_sets)
-      if (name_eval == name) fail("bootstrap: {} is an evaluation set; it cannot be pretrained on", name);
-    auto part = eval::load_dataset(name, data_dir);
+      if (name_eval == spec.name) fail("bootstrap: {} is an evaluation set; it cannot be pretrained on", spec.name);
+    auto part = load_set(spec, data_dir, opt.seed);
     all.insert(all.end(), part.begin(), part.end());
   }
   std::set<std::string> seen;
@@ -167,7 +222,7 @@ std::vector<std::string> mlm_texts(const std::vector<eval::Example>& rows, const
   size_t dropped = 0;
   auto add = [&](const std::string& t) {
     if (t.empty() || !seen.insert(t).second) return;
-    if (held_out.count(t)) {
+    if (held_out.count(comparable(t))) {
       ++dropped;
       return;
     }
@@ -184,14 +239,15 @@ std::vector<std::string> mlm_texts(const std::vector<eval::Example>& rows, const
 // Masked-language-model pretraining of the large guard's encoder; returns the folder of the pretrained checkpoint, or
 // nothing when the run was stopped early (mlm_stop_after_steps).
 std::optional<fs::path> pretrain_large_encoder(const std::vector<eval::Example>& rows, const BootstrapOptions& opt,
-                                const fs::path& data_dir, const text::Tokenizer& tokenizer, const fs::path& tok_dir,
-                                const json& config_json, const fs::path& work, const fs::path& out) {
+                                               const fs::path& data_dir, const std::set<std::string>& held_out,
+                                               const text::Tokenizer& tokenizer, const fs::path& tok_dir,
+                                               const json& config_json, const fs::path& work, const fs::path& out) {
   const fs::path pretrained = out / "pretrained";
   if (fs::exists(pretrained / "model.safetensors")) {
     spdlog::info("MLM pretraining: already done ({})", pretrained.string());
     return pretrained;
   }
-  const auto texts = mlm_texts(rows, opt, data_dir);
+  const auto texts = mlm_texts(rows, opt, data_dir, held_out);
   const auto sequences = pack_for_mlm(tokenizer, texts, opt.max_length);
   size_t tokens = 0;
   for (const auto& s : sequences) tokens += s.size();
@@ -229,24 +285,49 @@ std::vector<route::LabeledExample> labeled(const std::vector<eval::Example>& row
 
 }  // namespace
 
+std::vector<eval::Example> bootstrap_training_rows(const BootstrapOptions& opt, const fs::path& data_dir) {
+  const std::set<std::string> held_out = held_out_texts(opt, data_dir);
+  std::vector<eval::Example> rows;
+  for (const auto& spec_text : opt.train_sets) {
+    const SetSpec spec = parse_set_spec(spec_text);
+    const auto* info = eval::find_dataset(spec.name);
+    if (info && info->kind == eval::LabelKind::kRefusal) fail("bootstrap: {} labels refusals, not harm", spec.name);
+    if (info && info->kind == eval::LabelKind::kPreference)
+      fail("bootstrap: {} holds pairwise preferences, not harm labels (use it in --mlm-extra-sets)", spec.name);
+    for (const auto& name_eval : opt.eval_sets)
+      if (name_eval == spec.name) fail("bootstrap: {} is both a training and an evaluation set", spec.name);
+    auto part = load_set(spec, data_dir, opt.seed);
+    const size_t loaded = part.size();
+    part.erase(std::remove_if(part.begin(), part.end(), [&](const eval::Example& e) { return overlaps(e, held_out); }),
+               part.end());
+    // Benign prompts come alone as often as with their answer: a guard must pass both.
+    if (info && info->everyday)
+      for (auto& e : part)
+        if (e.response && stable_hash(e.id) % 2 == 0) e.response.reset();
+    size_t unsafe = 0;
+    for (const auto& e : part) unsafe += e.label == 1;
+    spdlog::info("train set {}: {} rows ({} unsafe){}", spec.name, part.size(), unsafe,
+                 loaded > part.size() ? fmt::format("; left out {} that occur in an evaluation set", loaded - part.size())
+                                      : std::string());
+    rows.insert(rows.end(), part.begin(), part.end());
+  }
+  return rows;
+}
+
 void bootstrap(const BootstrapOptions& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   const fs::path data_dir = opt.data_dir.empty() ? eval::default_data_dir() : opt.data_dir;
   const fs::path out = opt.out_dir, work = out / "work";
   fs::create_directories(work);
 
-  // 1. Data: the training sets, shuffled once; a fixed share (by id hash) kept apart for the router.
-  std::vector<eval::Example> rows;
-  for (const auto& name : opt.train_sets) {
-    const auto* info = eval::find_dataset(name);
-    if (info && info->evaluation_only) fail("bootstrap: {} is licensed for evaluation only; it cannot be trained on", name);
-    if (info && info->kind == eval::LabelKind::kRefusal) fail("bootstrap: {} labels refusals, not harm", name);
-    for (const auto& name_eval : opt.eval_sets)
-      if (name_eval == name) fail("bootstrap: {} is both a training and an evaluation set", name);
-    auto part = eval::load_dataset(name, data_dir);
-    spdlog::info("train set {}: {} rows", name, part.size());
-    rows.insert(rows.end(), part.begin(), part.end());
-  }
+  spdlog::info("bootstrap profile {}: large guard {} layers x {}, small {} x {}, max_length {}, {} MLM steps, "
+               "{} + {} epochs",
+               opt.profile, opt.large_layers, opt.large_hidden, opt.small_layers, opt.small_hidden, opt.max_length,
+               opt.mlm_steps, opt.large_epochs, opt.small_epochs);
+
+  // 1. Data: the training rows, shuffled once; a fixed share (by id hash) kept apart for the router.
+  const std::set<std::string> held_out = held_out_texts(opt, data_dir);
+  std::vector<eval::Example> rows = bootstrap_training_rows(opt, data_dir);
   std::mt19937_64 rng(opt.seed);
   std::shuffle(rows.begin(), rows.end(), rng);
   if (opt.max_train_examples && rows.size() > opt.max_train_examples) rows.resize(opt.max_train_examples);
@@ -283,7 +364,7 @@ void bootstrap(const BootstrapOptions& opt) {
   const json large_config = deberta_config_json(vocab, opt.large_hidden, opt.large_layers, opt.large_heads, 512);
   fs::path pretrained;
   if (opt.mlm_steps > 0 && !fs::exists(out / "large" / "model.safetensors")) {
-    auto done = pretrain_large_encoder(rows, opt, data_dir, *tokenizer, tok_dir, large_config, work, out);
+    auto done = pretrain_large_encoder(rows, opt, data_dir, held_out, *tokenizer, tok_dir, large_config, work, out);
     if (!done) {
       spdlog::info("MLM pretraining stopped early; run bootstrap again to resume");
       return;
@@ -345,11 +426,27 @@ void bootstrap(const BootstrapOptions& opt) {
                     {"path", "router"},
                     {"options", {{"small", "small"}, {"large", "large"}, {"epsilon", threshold}}}}}}};
 
-  // 7. A first look at held-out data: small, large and SafeRoute on each evaluation set.
+  // 7. A first look at held-out data: small, large and SafeRoute on each evaluation set (F1 / AUPRC with bootstrap
+  //    intervals), and the over-flagging rate (FPR) on the safe rows of each set, pooled over the benign sets.
   route::RoutedGuard routed(small, large, router, threshold, "saferoute");
+  guard::Guard* const guards[] = {small.get(), large.get(), &routed};
+  eval::MetricOptions metric_options;
+  metric_options.bootstrap_resamples = opt.bootstrap_resamples;
+  metric_options.seed = opt.seed;
+  auto with_interval = [](const eval::MetricReport& m, int metric) {
+    const double v = m.value[metric];
+    if (std::isnan(v)) return std::string("n/a");
+    if (std::isnan(m.interval[metric].low)) return fmt::format("{:.3f}", v);
+    return fmt::format("{:.3f} [{:.2f}, {:.2f}]", v, m.interval[metric].low, m.interval[metric].high);
+  };
   std::string table =
-      "| set | rows | small F1 | small AUPRC | large F1 | large AUPRC | SafeRoute F1 | SafeRoute AUPRC | large share |\n"
-      "|---|---|---|---|---|---|---|---|---|\n";
+      "| set | rows | unsafe | small F1 | large F1 | large AUPRC | SafeRoute F1 | SafeRoute AUPRC | SafeRoute FPR | "
+      "large share |\n|---|---:|---:|---|---|---|---|---|---|---:|\n";
+  // Per guard, the safe rows of the over-flagging sets (no unsafe row, or the look-alike sets) pooled.
+  std::vector<int> pooled_decisions[3];
+  std::vector<double> pooled_scores[3];
+  std::string overflag =
+      "| benign set | safe rows | small FPR | large FPR | SafeRoute FPR |\n|---|---:|---|---|---|\n";
   for (const auto& name : opt.eval_sets) {
     auto examples = eval::load_dataset(name, data_dir);
     std::shuffle(examples.begin(), examples.end(), rng);
@@ -360,42 +457,70 @@ void bootstrap(const BootstrapOptions& opt) {
       conversations.push_back(guard::Conversation::from_pair(e.prompt, e.response));
       labels.push_back(e.label);
     }
-    auto f1_of = [&](guard::Guard& g, double* auprc, double* share) {
+    const auto* info = eval::find_dataset(name);
+    const bool prompt_set = !info || info->kind == eval::LabelKind::kPromptHarm || info->kind == eval::LabelKind::kBenign;
+    const bool overflagging = prompt_set && (name == "xstest_prompts" || std::count(labels.begin(), labels.end(), 1) == 0);
+    eval::MetricReport report[3];
+    double large_share = 0;
+    for (int g = 0; g < 3; ++g) {
       std::vector<double> scores;
       std::vector<int> decisions;
       size_t large_calls = 0;
       for (size_t start = 0; start < conversations.size(); start += 32) {
-        std::vector<guard::Conversation> batch(conversations.begin() + static_cast<long>(start),
-                                               conversations.begin() + static_cast<long>(std::min(conversations.size(), start + 32)));
-        for (const auto& r : g.score(batch)) {
+        std::vector<guard::Conversation> batch(
+            conversations.begin() + static_cast<long>(start),
+            conversations.begin() + static_cast<long>(std::min(conversations.size(), start + 32)));
+        for (const auto& r : guards[g]->score(batch)) {
           scores.push_back(r.p_unsafe);
           decisions.push_back(r.unsafe);
           large_calls += r.decided_by == "large";
         }
       }
-      eval::MetricOptions mo;
-      mo.bootstrap_resamples = 0;
-      auto report = eval::compute_metrics(labels, scores, decisions, mo);
-      if (auprc) *auprc = report.value[eval::kAuprc];
-      if (share) *share = static_cast<double>(large_calls) / std::max<size_t>(1, conversations.size());
-      return report.value[eval::kF1];
-    };
-    double auprc = 0, share = 0, auprc_small = 0, auprc_large = 0;
-    const double f_small = f1_of(*small, &auprc_small, nullptr), f_large = f1_of(*large, &auprc_large, nullptr);
-    const double f_routed = f1_of(routed, &auprc, &share);
-    table += fmt::format("| {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.1f}% |\n", name,
-                         examples.size(), f_small, auprc_small, f_large, auprc_large, f_routed, auprc, 100.0 * share);
+      report[g] = eval::compute_metrics(labels, scores, decisions, metric_options);
+      if (g == 2) large_share = static_cast<double>(large_calls) / std::max<size_t>(1, conversations.size());
+      if (overflagging)
+        for (size_t i = 0; i < labels.size(); ++i)
+          if (labels[i] == 0) pooled_decisions[g].push_back(decisions[i]), pooled_scores[g].push_back(scores[i]);
+    }
+    const bool has_unsafe = report[0].positives > 0;
+    auto f1 = [&](const eval::MetricReport& m) { return has_unsafe ? with_interval(m, eval::kF1) : std::string("n/a"); };
+    table += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1f}% |\n", name, examples.size(),
+                         report[0].positives, f1(report[0]), f1(report[1]),
+                         has_unsafe ? fmt::format("{:.3f}", report[1].value[eval::kAuprc]) : "n/a", f1(report[2]),
+                         has_unsafe ? fmt::format("{:.3f}", report[2].value[eval::kAuprc]) : "n/a",
+                         with_interval(report[2], eval::kFpr), 100.0 * large_share);
+    if (overflagging)
+      overflag += fmt::format("| {} | {} | {} | {} | {} |\n", name, report[0].examples - report[0].positives,
+                              with_interval(report[0], eval::kFpr), with_interval(report[1], eval::kFpr),
+                              with_interval(report[2], eval::kFpr));
+  }
+  if (!pooled_decisions[0].empty()) {
+    std::string cells[3];
+    for (int g = 0; g < 3; ++g) {
+      const std::vector<int> safe(pooled_decisions[g].size(), 0);
+      cells[g] = with_interval(eval::compute_metrics(safe, pooled_scores[g], pooled_decisions[g], metric_options),
+                               eval::kFpr);
+    }
+    overflag += fmt::format("| **all of them** | {} | {} | {} | {} |\n", pooled_decisions[0].size(), cells[0],
+                            cells[1], cells[2]);
   }
   write_file_atomic(out / "models.json", models.dump(2));
   const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 60.0;
   std::string report = fmt::format(
-      "# Default models\n\nTrained by `guardkit bootstrap` in {:.1f} min on this machine from the public data in "
-      "{}.\n\nTraining sets (never evaluated on): {}.\nEvaluation sets (never trained on): {}.\n\n{}\n"
+      "# Default models\n\nTrained by `guardkit bootstrap --profile {}` in {:.1f} min on this machine from the public "
+      "data in {}.\n\nTraining sets (never evaluated on; NAME:MAX = a seeded subsample): {}.\nEvaluation sets (never "
+      "trained on; training rows whose prompt or response occurs in one are left out): {}.\n\n"
+      "Held-out scores, at most {} rows a set, decision threshold 0.5; brackets: 95% bootstrap intervals ({} "
+      "resamples). FPR = share of the safe rows flagged unsafe.\n\n{}\n"
+      "Over-flagging: the false-positive rate on held-out benign prompts (the safe half of XSTest and CoCoNot's "
+      "contrast set look unsafe on purpose; everyday_heldout is a slice of the everyday sets kept out of training).\n\n"
+      "{}\n"
       "Large guard: DeBERTa-v3-style, {} layers, hidden {}, max_length {}: {}; {} epochs on the labels. "
       "Small guard: {} layers, hidden {}, distilled from the large guard (soft labels, 0.5·(CE + KL)). Router: SafeRoute "
       "Bayesian MLP on the small guard's pooled feature, ε = {:.4f} (calibrated to route {:.0f}% of the router split).\n",
-      minutes, data_dir.string(), fmt::join(opt.train_sets, ", "), fmt::join(opt.eval_sets, ", "), table,
-      opt.large_layers, opt.large_hidden, opt.max_length,
+      opt.profile, minutes, data_dir.string(), fmt::join(opt.train_sets, ", "), fmt::join(opt.eval_sets, ", "),
+      opt.max_eval_examples, opt.bootstrap_resamples, table, overflag, opt.large_layers, opt.large_hidden,
+      opt.max_length,
       opt.mlm_steps > 0
           ? fmt::format("its encoder pretrained with masked-language modelling ({} steps of {} packed sequences, 15% "
                         "masked 80/10/10) on the text of the training sets and of {} (labels unused; texts that occur "
@@ -404,7 +529,41 @@ void bootstrap(const BootstrapOptions& opt) {
           : std::string("no pretraining (random initialisation)"),
       opt.large_epochs, opt.small_layers, opt.small_hidden, threshold, 100.0 * opt.router_share);
   write_file_atomic(out / "README.md", report);
-  fmt::print("{}", table);
+  fmt::print("{}\n{}", table, overflag);
+}
+
+void apply_bootstrap_profile(BootstrapOptions& options, const std::string& profile) {
+  const BootstrapOptions quick;
+  BootstrapOptions& o = options;
+  if (profile == "quick") {
+    o.train_sets = quick.train_sets;
+    o.mlm_extra_sets = quick.mlm_extra_sets;
+    o.vocab_size = quick.vocab_size;
+    o.large_hidden = quick.large_hidden, o.large_layers = quick.large_layers, o.large_heads = quick.large_heads;
+    o.small_hidden = quick.small_hidden, o.small_layers = quick.small_layers, o.small_heads = quick.small_heads;
+    o.max_length = quick.max_length;
+    o.large_epochs = quick.large_epochs, o.small_epochs = quick.small_epochs;
+    o.mlm_steps = quick.mlm_steps;
+    o.router_epochs = quick.router_epochs;
+  } else if (profile == "full") {
+    // Every training row but the bulk of the maths and search questions, a wider and deeper large guard with a
+    // longer window and more pretraining, and the small guard left as it is, so the pair is far apart.
+    o.train_sets = {"advbench_behaviors", "strongreject",  "gptfuzz_questions", "coconot",      "hatecheck",
+                    "awesome_chatgpt_prompts", "nq_open:3000", "dolly_open_qa", "gsm8k:600", "ifeval",
+                    "arena_hard", "self_instruct_seed", "coconot_pref", "oasst_prompts", "gptfuzz_responses",
+                    "jailbreakbench", "dices_990", "dices_350_expert", "diasafety"};
+    o.mlm_extra_sets = {"advbench_strings", "hh_rlhf_harmless_base", "nq_open", "gsm8k"};
+    o.vocab_size = 16000;
+    o.large_hidden = 384, o.large_layers = 6, o.large_heads = 6;
+    o.small_hidden = quick.small_hidden, o.small_layers = quick.small_layers, o.small_heads = quick.small_heads;
+    o.max_length = 128;
+    o.large_epochs = 3, o.small_epochs = 2;
+    o.mlm_steps = 3000;
+    o.router_epochs = quick.router_epochs;
+  } else {
+    fail("bootstrap: unknown profile '{}' (quick or full)", profile);
+  }
+  o.profile = profile;
 }
 
 }  // namespace guardkit::train

@@ -195,6 +195,11 @@ GeneratorCorpus generator_corpus(const fs::path& data_dir, const std::vector<std
         case eval::LabelKind::kPromptHarm:
           add_prompt(e.label ? harmful : benign, e.label ? seen_harmful : seen_benign, e.prompt), ++used;
           break;
+        case eval::LabelKind::kBenign:
+          add_prompt(benign, seen_benign, e.prompt), ++used;
+          break;
+        case eval::LabelKind::kPreference:  // no absolute harm label to sort the prompt by
+          break;
         case eval::LabelKind::kRefusal:  // xstest_completions: label 0 = full compliance
           if (e.response && e.label == 0 && (name != "xstest_completions" || xstest_safe_type) &&
               e.prompt.size() < 400 && !trim(*e.response).empty()) {

@@ -22,15 +22,19 @@ struct DataOptions {
 
 void list_datasets(const DataOptions& options) {
   const std::filesystem::path data_dir = options.data_dir.empty() ? eval::default_data_dir() : std::filesystem::path(options.data_dir);
-  fmt::print("{:<26} {:>6} {:>9} {:>8}  {:<16} {}\n", "name", "rows", "positive", "with-rsp", "label", "licence / use");
+  fmt::print("{:<26} {:>6} {:>9} {:>8}  {:<16} {}\n", "name", "rows", "positive", "with-rsp", "label",
+             "licence; use; split");
   for (const auto& info : eval::dataset_registry()) {
     eval::DatasetSummary summary = eval::summarize(eval::load_dataset(info.name, data_dir));
-    fmt::print("{:<26} {:>6} {:>8.1f}% {:>8}  {:<16} {}{}\n", info.name, summary.rows, 100.0 * summary.positive_rate(),
-               summary.with_response, eval::label_kind_name(info.kind), info.licence,
-               info.evaluation_only ? " (non-commercial: evaluation only)" : "");
+    fmt::print("{:<26} {:>6} {:>8.1f}% {:>8}  {:<16} {}; {}; {}\n", info.name, summary.rows,
+               100.0 * summary.positive_rate(), summary.with_response, eval::label_kind_name(info.kind), info.licence,
+               info.use, info.split);
+    fmt::print("{:<26} label 1: {}\n", "", info.label_meaning);
   }
   fmt::print("\nlabel 1 = unsafe. label kinds: prompt = prompt harmfulness, response = response harmfulness in context,\n"
-             "refusal = the model refused (not harmfulness), harmful-prompts = behaviour list (all unsafe; recall only).\n"
+             "refusal = the model refused (not harmfulness), harmful-prompts = behaviour list (all unsafe; recall only),\n"
+             "benign = every row safe (measures over-flagging: the false-positive rate), preference = the worse reply of\n"
+             "a pair (not an absolute harm label).\n"
              "Your own data: any JSONL file of {{id, prompt, response, label, categories, source}} wherever a name goes.\n");
 }
 
@@ -56,8 +60,7 @@ void fetch_datasets(const DataOptions& options) {
   for (const auto& folder : summary.folders)
     for (const auto& info : eval::dataset_registry())
       if (info.folder == folder && info.evaluation_only) {
-        fmt::print("note: {} is {}: non-commercial, use it for evaluation only (never train or ship on it)\n", folder,
-                   info.licence);
+        fmt::print("note: {} ({}, {}): {}; never train or ship on it\n", info.name, folder, info.licence, info.use);
         break;
       }
   fmt::print("summary: {} downloaded, {} already present, {} failed\n", summary.downloaded, summary.present,
