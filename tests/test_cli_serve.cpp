@@ -4,12 +4,6 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -18,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "child_process.h"
 #include "test_util.h"
 
 namespace {
@@ -25,84 +20,7 @@ namespace {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-// A child process running `guardkit serve ...` with its stdout and stderr on one pipe.
-class ServeProcess {
- public:
-  explicit ServeProcess(std::vector<std::string> args) {
-    int fds[2];
-    if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(fds[1], STDERR_FILENO);
-      ::dup2(fds[1], STDOUT_FILENO);  // the log lines too
-      ::close(fds[0]);
-      ::close(fds[1]);
-      const std::string binary = std::string(GUARDKIT_BUILD_DIR) + "/guardkit";
-      std::vector<char*> argv = {const_cast<char*>(binary.c_str()), const_cast<char*>("serve")};
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(binary.c_str(), argv.data());
-      ::_exit(127);
-    }
-    ::close(fds[1]);
-    err_ = fds[0];
-    ::fcntl(err_, F_SETFL, O_NONBLOCK);
-  }
-  ~ServeProcess() {
-    if (pid_ > 0 && !exited_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (err_ >= 0) ::close(err_);
-  }
-  // Reads stderr until the "listening" line (or the process dies / the time is up); returns the port or 0.
-  int wait_for_port(std::chrono::seconds limit) {
-    const std::regex listening(R"(guardkit serve: http://127\.0\.0\.1:(\d+))");
-    const auto until = Clock::now() + limit;
-    while (Clock::now() < until) {
-      read_available(200);
-      std::smatch m;
-      if (std::regex_search(output_, m, listening)) return std::stoi(m[1]);
-      int status;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        exited_ = true;
-        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        read_available(0);
-        return 0;
-      }
-    }
-    return 0;
-  }
-  // SIGTERM, then waits (bounded) for the exit code.
-  int terminate(std::chrono::seconds limit) {
-    ::kill(pid_, SIGTERM);
-    const auto until = Clock::now() + limit;
-    while (Clock::now() < until) {
-      int status;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        exited_ = true;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      read_available(50);
-    }
-    return -1;
-  }
-  const std::string& output() const { return output_; }
-  int exit_code() const { return exit_code_; }
-
- private:
-  void read_available(int wait_ms) {
-    pollfd p{err_, POLLIN, 0};
-    if (::poll(&p, 1, wait_ms) <= 0) return;
-    char buffer[4096];
-    for (ssize_t n; (n = ::read(err_, buffer, sizeof(buffer))) > 0;) output_.append(buffer, static_cast<size_t>(n));
-  }
-  pid_t pid_ = -1;
-  int err_ = -1;
-  bool exited_ = false;
-  int exit_code_ = -1;
-  std::string output_;
-};
+using guardkit::test::ServeProcess;
 
 std::filesystem::path write_models_file(const std::string& generator) {
   auto dir = guardkit::test::temp_dir("cli_serve");

@@ -24,6 +24,11 @@ inline nlohmann::json load_json(const std::filesystem::path& path) {
   return nlohmann::json::parse(in);
 }
 
+struct CliResult {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+
 // A fresh empty directory under the build tree's temp area, unique per test.
 inline std::filesystem::path temp_dir(const std::string& name) {
   auto dir = std::filesystem::temp_directory_path() / ("guardkit_test_" + name + "_" + std::to_string(::getpid()));
@@ -32,25 +37,23 @@ inline std::filesystem::path temp_dir(const std::string& name) {
   return dir;
 }
 
-#ifdef GUARDKIT_BUILD_DIR
-struct CliResult {
-  int exit_code;
-  std::string output;  // stdout and stderr together
-};
-
-// Runs the real `guardkit` binary of this build with `args`, `stdin_text` on its standard input.
-inline CliResult run_guardkit(const std::string& args, const std::string& stdin_text) {
-  auto dir = temp_dir("cli");
-  std::ofstream(dir / "stdin.txt") << stdin_text;
-  const std::string cmd =
-      std::string(GUARDKIT_BUILD_DIR) + "/guardkit " + args + " < " + (dir / "stdin.txt").string() + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
+// Runs a shell command line; returns its exit code and its stdout and stderr together.
+inline CliResult run_command(const std::string& command) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
   std::string out;
   std::array<char, 4096> buf{};
   size_t n;
   while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
   const int status = pclose(pipe);
   return {WEXITSTATUS(status), out};
+}
+
+#ifdef GUARDKIT_BUILD_DIR
+// Runs the real `guardkit` binary of this build with `args`, `stdin_text` on its standard input.
+inline CliResult run_guardkit(const std::string& args, const std::string& stdin_text) {
+  auto dir = temp_dir("cli");
+  std::ofstream(dir / "stdin.txt") << stdin_text;
+  return run_command(std::string(GUARDKIT_BUILD_DIR) + "/guardkit " + args + " < " + (dir / "stdin.txt").string());
 }
 #endif
 

@@ -134,6 +134,46 @@ DatasetResult evaluate_dataset(guard::Guard& guard, const std::string& name, con
   return result;
 }
 
+void score_eval_shard(guard::Guard& guard, const std::vector<std::string>& datasets, const EvalOptions& options,
+                      const Shard& shard) {
+  if (!options.predictions_dir) fail("eval --shard: give --predictions FOLDER, where this shard's rows are written");
+  if (datasets.empty()) fail("eval: no datasets given");
+  std::vector<std::vector<Example>> loaded;
+  for (const auto& name : datasets) loaded.push_back(load_dataset(name));
+  // Every row of the whole job goes into the fingerprint, so shards of different inputs never merge.
+  Fingerprint inputs;
+  for (size_t d = 0; d < datasets.size(); ++d) {
+    const size_t n = options.limit ? std::min(options.limit, loaded[d].size()) : loaded[d].size();
+    inputs.add(log_name(datasets[d]));
+    for (size_t i = 0; i < n; ++i) {
+      const Example& e = loaded[d][i];
+      inputs.add(e.id).add(e.prompt).add(e.response ? "+" + *e.response : "-").add(std::to_string(e.label));
+    }
+  }
+  ShardManifest manifest;
+  manifest.job = "eval";
+  manifest.shard = shard;
+  manifest.inputs_fingerprint = inputs.hex();
+  manifest.options = {{"model", guard.name()}, {"datasets", datasets}, {"limit", options.limit}};
+  manifest.rows = json::object();
+  write_shard_manifest(*options.predictions_dir, manifest);  // incomplete until every dataset is scored
+
+  EvalOptions shard_options = options;
+  shard_options.limit = 0;                      // applied below, before the shard takes its rows
+  shard_options.metrics.bootstrap_resamples = 0;  // a shard's own metrics are thrown away
+  for (size_t d = 0; d < datasets.size(); ++d) {
+    const size_t n = options.limit ? std::min(options.limit, loaded[d].size()) : loaded[d].size();
+    std::vector<Example> owned;
+    for (size_t i = 0; i < n; ++i)
+      if (shard.owns(loaded[d][i].id)) owned.push_back(loaded[d][i]);
+    const std::string file = log_name(datasets[d]) + ".predictions.jsonl";
+    if (!owned.empty()) evaluate_dataset(guard, datasets[d], owned, shard_options);
+    manifest.rows[file] = owned.size();
+  }
+  manifest.complete = true;
+  write_shard_manifest(*options.predictions_dir, manifest);
+}
+
 EvalReport evaluate(guard::Guard& guard, const std::vector<std::string>& datasets, const EvalOptions& options) {
   if (datasets.empty()) fail("eval: no datasets given");
   EvalReport report;

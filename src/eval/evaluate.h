@@ -14,6 +14,7 @@
 #include "eval/example.h"
 #include "eval/metrics.h"
 #include "guard/guard.h"
+#include "util/shard.h"
 
 namespace guardkit::eval {
 
@@ -28,6 +29,12 @@ struct EvalOptions {
   // When set: <dir>/<dataset>.predictions.jsonl, appended after every batch and reused on the next run.
   std::optional<std::filesystem::path> predictions_dir;
 };
+
+// One shard of an eval (util/shard.h): scores only the rows the shard owns (after `limit`) into the predictions
+// folder, which must be set, and records shard.json there (incomplete while running). `guardkit merge` joins the
+// shards' predictions; `guardkit eval --predictions MERGED` then scores nothing and reports on every row.
+void score_eval_shard(guard::Guard& guard, const std::vector<std::string>& datasets, const EvalOptions& options,
+                      const Shard& shard);
 
 struct DatasetResult {
   std::string name;

@@ -322,7 +322,8 @@ std::unique_ptr<Guard> make_llama_guard(const ModelSpec& spec) {
 
 // options: model (the server's model name; default: the entry's name), variant ("8b"/"1b"), top_logprobs,
 // when_down ("fail_closed"/"fail_open"/"throw"), tokenizer (a model directory: send token ids), timeout_s,
-// max_retries, max_concurrency, api_key_env (the environment variable holding the bearer key).
+// max_retries, max_concurrency, max_concurrency_per_endpoint, eject_after_failures, eject_s (a fleet's URLs, comma-
+// separated in "url"), api_key_env (the environment variable holding the bearer key).
 std::unique_ptr<Guard> make_remote_guard(const ModelSpec& spec) {
   OptionReader read(spec);
   RemoteGuardOptions options;
@@ -347,6 +348,16 @@ std::unique_ptr<Guard> make_remote_guard(const ModelSpec& spec) {
   }
   options.client.max_retries = static_cast<int>(read.integer("max_retries", options.client.max_retries, 0));
   options.client.max_concurrency = static_cast<int>(read.integer("max_concurrency", options.client.max_concurrency, 1));
+  // A fleet ("url": "http://a:8000,http://b:8000"): io/openai_client.h.
+  options.client.max_concurrency_per_endpoint = static_cast<int>(
+      read.integer("max_concurrency_per_endpoint", options.client.max_concurrency_per_endpoint, 0));
+  options.client.eject_after_failures =
+      static_cast<int>(read.integer("eject_after_failures", options.client.eject_after_failures, 1));
+  if (read.has("eject_s")) {
+    const json& v = read.raw("eject_s");
+    if (!v.is_number() || v.get<double>() < 0) fail("model '{}': option 'eject_s' must be a number >= 0", spec.name);
+    options.client.eject_s = v.get<double>();
+  }
   if (std::string env = string_option("api_key_env", ""); !env.empty()) {
     const char* key = std::getenv(env.c_str());
     if (!key) fail("model '{}': environment variable {} (api_key_env) is not set", spec.name, env);

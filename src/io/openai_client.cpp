@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
+#include <tuple>
 #include <thread>
 
 #include "util/printable.h"
@@ -145,8 +147,10 @@ std::optional<double> retry_after_seconds(const httplib::Result& result) {
 
 }  // namespace
 
-OpenAIClient::OpenAIClient(OpenAIClientOptions options) : options_(std::move(options)) {
-  const std::string& url = options_.base_url;
+namespace {
+
+// "http://host:port/prefix" -> ("http://host:port", "/prefix" without a trailing /v1), checked.
+std::pair<std::string, std::string> split_base_url(const std::string& url) {
   const size_t scheme_end = url.find("://");
   if (scheme_end == std::string::npos) fail("base URL '{}' must start with http://", printable(url));
   const std::string scheme = url.substr(0, scheme_end);
@@ -161,54 +165,141 @@ OpenAIClient::OpenAIClient(OpenAIClientOptions options) : options_(std::move(opt
     if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), ::isdigit) || std::stoi(port) > 65535)
       fail("base URL '{}' has a bad port '{}'", printable(url), printable(port));
   }
-  scheme_host_port_ = scheme + "://" + host_port;
-  prefix_ = path_begin == std::string::npos ? "" : url.substr(path_begin);
-  while (!prefix_.empty() && prefix_.back() == '/') prefix_.pop_back();
-  if (prefix_.size() >= 3 && prefix_.substr(prefix_.size() - 3) == "/v1") prefix_.resize(prefix_.size() - 3);
+  std::string prefix = path_begin == std::string::npos ? "" : url.substr(path_begin);
+  while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+  if (prefix.size() >= 3 && prefix.substr(prefix.size() - 3) == "/v1") prefix.resize(prefix.size() - 3);
+  return {scheme + "://" + host_port, prefix};
+}
+
+constexpr double kMaxEjectSeconds = 60.0;
+
+}  // namespace
+
+OpenAIClient::OpenAIClient(OpenAIClientOptions options) : options_(std::move(options)) {
+  std::stringstream list(options_.base_url);
+  for (std::string url; std::getline(list, url, ',');) {
+    while (!url.empty() && url.front() == ' ') url.erase(url.begin());
+    while (!url.empty() && url.back() == ' ') url.pop_back();
+    if (url.empty()) continue;
+    Endpoint endpoint;
+    std::tie(endpoint.scheme_host_port, endpoint.prefix) = split_base_url(url);
+    endpoint.eject_s = options_.eject_s;
+    endpoints_.push_back(std::move(endpoint));
+  }
+  if (endpoints_.empty()) fail("base URL '{}' names no server", printable(options_.base_url));
   if (options_.max_concurrency < 1) fail("max_concurrency must be at least 1");
+  if (options_.max_concurrency_per_endpoint < 0) fail("max_concurrency_per_endpoint must not be negative");
   if (options_.max_retries < 0) fail("max_retries must not be negative");
+  if (options_.eject_after_failures < 1) fail("eject_after_failures must be at least 1");
+  if (!(options_.eject_s >= 0)) fail("eject_s must not be negative");
+  per_endpoint_limit_ = options_.max_concurrency_per_endpoint ? options_.max_concurrency_per_endpoint
+                                                              : options_.max_concurrency;
   rng_.seed(options_.jitter_seed ? options_.jitter_seed
                                  : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
 }
 
 OpenAIClient::~OpenAIClient() = default;
 
-std::string OpenAIClient::endpoint(const std::string& path) const { return scheme_host_port_ + prefix_ + path; }
+std::string OpenAIClient::endpoint(const std::string& path) const {
+  return endpoints_.front().scheme_host_port + endpoints_.front().prefix + path;
+}
 
 int64_t OpenAIClient::attempts_made() const {
   std::lock_guard lock(mutex_);
   return attempts_;
 }
 
-std::unique_ptr<httplib::Client> OpenAIClient::acquire_connection() {
-  std::unique_lock lock(mutex_);
-  slot_free_.wait(lock, [&] { return in_flight_ < options_.max_concurrency; });
-  ++in_flight_;
-  ++attempts_;
-  if (!idle_.empty()) {
-    auto client = std::move(idle_.back());
-    idle_.pop_back();
-    return client;
-  }
-  lock.unlock();
-  auto client = std::make_unique<httplib::Client>(scheme_host_port_);
-  client->set_keep_alive(true);
-  const auto seconds = std::chrono::duration<double>(options_.timeout_s);
-  const auto timeout = std::chrono::duration_cast<std::chrono::microseconds>(seconds);
-  client->set_connection_timeout(timeout);
-  client->set_read_timeout(timeout);
-  client->set_write_timeout(timeout);
-  if (!options_.api_key.empty()) client->set_bearer_token_auth(options_.api_key);
-  return client;
+std::vector<EndpointStatus> OpenAIClient::endpoints() const {
+  std::lock_guard lock(mutex_);
+  const auto now = Clock::now();
+  std::vector<EndpointStatus> out;
+  for (const auto& e : endpoints_)
+    out.push_back({e.scheme_host_port + e.prefix, !e.on_trial && e.out_until <= now, e.in_flight, e.requests,
+                   e.failures, e.ejections});
+  return out;
 }
 
-void OpenAIClient::release_connection(std::unique_ptr<httplib::Client> client) {
+// The endpoint with the fewest requests outstanding among those with a free slot, preferring ones this request has
+// not tried; endpoints that are out count only when every endpoint is out (then the one due back first). Nothing
+// when every candidate is at its limit (the caller waits).
+std::optional<size_t> OpenAIClient::pick_endpoint(const std::vector<bool>& tried, Clock::time_point now) const {
+  if (in_flight_ >= options_.max_concurrency) return std::nullopt;
+  const size_t n = endpoints_.size();
+  auto is_out = [&](const Endpoint& e) { return e.out_until > now || (e.on_trial && e.in_flight > 0); };
+  const bool all_out = std::all_of(endpoints_.begin(), endpoints_.end(), is_out);
+  std::optional<size_t> best;
+  auto better = [&](size_t i, size_t j) {  // is i a better choice than j?
+    if (tried[i] != tried[j]) return !tried[i];
+    if (all_out && endpoints_[i].out_until != endpoints_[j].out_until)
+      return endpoints_[i].out_until < endpoints_[j].out_until;
+    return endpoints_[i].in_flight < endpoints_[j].in_flight;
+  };
+  for (size_t k = 0; k < n; ++k) {
+    const size_t i = (rotation_ + k) % n;
+    const Endpoint& e = endpoints_[i];
+    if (e.in_flight >= per_endpoint_limit_) continue;
+    if (!all_out && is_out(e)) continue;
+    if (!best || better(i, *best)) best = i;
+  }
+  return best;
+}
+
+OpenAIClient::Lease OpenAIClient::acquire_connection(const std::vector<bool>& tried) {
+  std::unique_lock lock(mutex_);
+  std::optional<size_t> chosen;
+  // Re-evaluated on every release, and at least every 100 ms (an ejection may run out meanwhile).
+  while (!(chosen = pick_endpoint(tried, Clock::now()))) slot_free_.wait_for(lock, std::chrono::milliseconds(100));
+  Endpoint& endpoint = endpoints_[*chosen];
+  ++in_flight_;
+  ++endpoint.in_flight;
+  ++endpoint.requests;
+  ++attempts_;
+  ++rotation_;
+  Lease lease{*chosen, nullptr};
+  if (!endpoint.idle.empty()) {
+    lease.client = std::move(endpoint.idle.back());
+    endpoint.idle.pop_back();
+    return lease;
+  }
+  const std::string origin = endpoint.scheme_host_port;
+  lock.unlock();
+  lease.client = std::make_unique<httplib::Client>(origin);
+  lease.client->set_keep_alive(true);
+  const auto seconds = std::chrono::duration<double>(options_.timeout_s);
+  const auto timeout = std::chrono::duration_cast<std::chrono::microseconds>(seconds);
+  lease.client->set_connection_timeout(timeout);
+  lease.client->set_read_timeout(timeout);
+  lease.client->set_write_timeout(timeout);
+  if (!options_.api_key.empty()) lease.client->set_bearer_token_auth(options_.api_key);
+  return lease;
+}
+
+void OpenAIClient::release_connection(Lease lease, bool failed) {
   {
     std::lock_guard lock(mutex_);
+    Endpoint& endpoint = endpoints_[lease.endpoint];
     --in_flight_;
-    if (client) idle_.push_back(std::move(client));  // null: the connection broke, drop it
+    --endpoint.in_flight;
+    if (lease.client) endpoint.idle.push_back(std::move(lease.client));  // null: the connection broke, drop it
+    if (!failed) {
+      endpoint.consecutive_failures = 0;
+      endpoint.on_trial = false;
+      endpoint.eject_s = options_.eject_s;
+    } else {
+      ++endpoint.failures;
+      ++endpoint.consecutive_failures;
+      const bool trial_failed = endpoint.on_trial;
+      if (trial_failed || endpoint.consecutive_failures >= options_.eject_after_failures) {
+        if (trial_failed) endpoint.eject_s = std::min(kMaxEjectSeconds, std::max(endpoint.eject_s, 0.001) * 2.0);
+        endpoint.out_until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                std::chrono::duration<double>(endpoint.eject_s));
+        endpoint.on_trial = true;
+        endpoint.idle.clear();  // its pooled connections may be as dead as it is
+        ++endpoint.ejections;
+      }
+    }
   }
-  slot_free_.notify_one();
+  slot_free_.notify_all();
 }
 
 double OpenAIClient::backoff_seconds(int retry) {
@@ -218,18 +309,23 @@ double OpenAIClient::backoff_seconds(int retry) {
 }
 
 json OpenAIClient::post_json(const std::string& path, const json& body) {
-  const std::string url = endpoint(path);
   const std::string payload = body.dump(-1, ' ', false, json::error_handler_t::replace);
-  std::string last_problem;
+  std::string last_problem, last_url = endpoint(path);
   RemoteError::Kind last_kind = RemoteError::Kind::kUnreachable;
   int last_status = 0;
+  std::vector<bool> tried(endpoints_.size(), false);
+  int backoffs = 0;
   for (int attempt = 0; attempt <= options_.max_retries; ++attempt) {
-    auto client = acquire_connection();
-    httplib::Result result = client->Post(prefix_ + path, payload, "application/json");
+    Lease lease = acquire_connection(tried);
+    tried[lease.endpoint] = true;
+    const Endpoint& target = endpoints_[lease.endpoint];  // its URL parts never change
+    const std::string url = target.scheme_host_port + target.prefix + path;
+    httplib::Result result = lease.client->Post(target.prefix + path, payload, "application/json");
     std::optional<double> wait;
     if (!result) {
       const httplib::Error error = result.error();
-      release_connection(nullptr);
+      lease.client.reset();
+      release_connection(std::move(lease), true);
       last_kind = error == httplib::Error::Read || error == httplib::Error::Write
                       ? RemoteError::Kind::kTimeout
                       : RemoteError::Kind::kUnreachable;
@@ -242,7 +338,9 @@ json OpenAIClient::post_json(const std::string& path, const json& body) {
       const std::string response_body = result->body;
       const bool keep = result->get_header_value("Connection") != "close";
       wait = retry_after_seconds(result);
-      release_connection(keep ? std::move(client) : nullptr);
+      const bool server_failed = status == 429 || status >= 500;
+      if (!keep) lease.client.reset();
+      release_connection(std::move(lease), server_failed);
       if (status >= 200 && status < 300) {
         try {
           return json::parse(response_body);
@@ -254,16 +352,20 @@ json OpenAIClient::post_json(const std::string& path, const json& body) {
       last_kind = RemoteError::Kind::kHttpStatus;
       last_status = status;
       last_problem = fmt::format("HTTP {}: {}", status, printable(response_body, 200));
-      if (status != 429 && status < 500)
+      if (!server_failed)
         remote_fail(last_kind, status, fmt::format("{}: {}", url, last_problem));  // a client error: retrying won't help
     }
+    last_url = url;
     if (attempt == options_.max_retries) break;
-    double seconds = backoff_seconds(attempt);
+    // Another endpoint this request has not tried goes at once; back off only when all of them were tried.
+    if (std::find(tried.begin(), tried.end(), false) != tried.end()) continue;
+    double seconds = backoff_seconds(backoffs++);
     if (wait) seconds = std::max(seconds, std::min(*wait, options_.retry_after_max_s));
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+    std::fill(tried.begin(), tried.end(), false);
   }
   remote_fail(last_kind, last_status,
-              fmt::format("{}: {} (after {} attempts)", url, last_problem, options_.max_retries + 1));
+              fmt::format("{}: {} (after {} attempts)", last_url, last_problem, options_.max_retries + 1));
 }
 
 CompletionResponse OpenAIClient::complete(const std::string& model, const std::string& prompt,

@@ -3,6 +3,12 @@
 // timeouts, 5xx, 429 with Retry-After honoured), a concurrency limit shared by all threads using the client, and
 // keep-alive connections reused from a pool. Errors are guardkit::RemoteError with a kind a caller can act on
 // (RemoteGuard fails closed when the server is unreachable).
+// A fleet: several base URLs (comma-separated) are one client. Each request goes to the endpoint with the fewest
+// requests outstanding (below its own concurrency limit); a failed attempt (connect error, timeout, 5xx, 429) is
+// retried at once on an endpoint this request has not tried, and backs off only once every endpoint was tried.
+// Passive health checks: `eject_after_failures` consecutive failures take an endpoint out for `eject_s` (doubling
+// while it keeps failing, up to 60 s); then one trial request at a time may bring it back, and a success does.
+// When every endpoint is out, the one due back first is tried (a lone server behaves as before).
 #pragma once
 #include <chrono>
 #include <condition_variable>
@@ -40,6 +46,7 @@ class RemoteError : public Error {
 struct OpenAIClientOptions {
   // "http://host:port" or "http://host:port/prefix". Endpoints are {prefix}/v1/completions and
   // {prefix}/v1/chat/completions; a prefix that already ends in /v1 (as OpenAI SDK base URLs do) is not doubled.
+  // Several, comma-separated, make a fleet (see above).
   std::string base_url = "http://127.0.0.1:8000";
   std::string api_key;              // sent as "Authorization: Bearer <key>" when not empty
   double timeout_s = 60.0;          // per attempt: connect, and each read/write on the socket
@@ -48,6 +55,9 @@ struct OpenAIClientOptions {
   double backoff_max_s = 8.0;
   double retry_after_max_s = 30.0;  // a server's Retry-After is honoured up to this
   int max_concurrency = 8;          // requests in flight at once across all threads (and pooled connections)
+  int max_concurrency_per_endpoint = 0;  // fleets: in flight at once on one endpoint; 0 = max_concurrency
+  int eject_after_failures = 2;     // consecutive failed attempts that take an endpoint out
+  double eject_s = 5.0;             // first time out; doubles while trial requests keep failing, up to 60 s
   uint64_t jitter_seed = 0;         // 0: seeded from the clock
 };
 
@@ -85,6 +95,16 @@ struct CompletionResponse {
   nlohmann::json raw;
 };
 
+// One endpoint of a client, as metrics show it.
+struct EndpointStatus {
+  std::string url;
+  bool healthy = true;  // false while ejected or on trial after an ejection
+  int in_flight = 0;
+  int64_t requests = 0;  // attempts sent
+  int64_t failures = 0;  // attempts that failed (connect error, timeout, 5xx, 429)
+  int64_t ejections = 0;
+};
+
 class OpenAIClient {
  public:
   explicit OpenAIClient(OpenAIClientOptions options);
@@ -102,21 +122,40 @@ class OpenAIClient {
   // parsed JSON body of the 2xx answer.
   nlohmann::json post_json(const std::string& path, const nlohmann::json& body);
 
-  std::string endpoint(const std::string& path) const;  // the full URL of a path, for messages
+  std::string endpoint(const std::string& path) const;  // the full URL of a path (the first endpoint's), for messages
   int64_t attempts_made() const;                               // total HTTP attempts so far (tests, metrics)
+  std::vector<EndpointStatus> endpoints() const;
 
  private:
-  std::unique_ptr<httplib::Client> acquire_connection();
-  void release_connection(std::unique_ptr<httplib::Client> client);
+  using Clock = std::chrono::steady_clock;
+  struct Endpoint {
+    std::string scheme_host_port;
+    std::string prefix;  // "" or "/prefix" (with /v1 stripped if the URL had it)
+    std::vector<std::unique_ptr<httplib::Client>> idle;
+    int in_flight = 0;
+    int consecutive_failures = 0;
+    bool on_trial = false;         // ejected before: one request at a time until one succeeds
+    Clock::time_point out_until{};  // ejected until then
+    double eject_s = 0.0;           // the current time out
+    int64_t requests = 0, failures = 0, ejections = 0;
+  };
+  struct Lease {
+    size_t endpoint = 0;
+    std::unique_ptr<httplib::Client> client;
+  };
+  std::optional<size_t> pick_endpoint(const std::vector<bool>& tried, Clock::time_point now) const;  // under mutex_
+  Lease acquire_connection(const std::vector<bool>& tried);
+  // Returns the connection to the pool (null: it broke) and records the attempt's outcome for health.
+  void release_connection(Lease lease, bool failed);
   double backoff_seconds(int retry);
 
   OpenAIClientOptions options_;
-  std::string scheme_host_port_;
-  std::string prefix_;  // "" or "/prefix" (with /v1 stripped if the URL had it)
+  std::vector<Endpoint> endpoints_;
+  int per_endpoint_limit_ = 0;
   mutable std::mutex mutex_;
   std::condition_variable slot_free_;
   int in_flight_ = 0;
-  std::vector<std::unique_ptr<httplib::Client>> idle_;
+  size_t rotation_ = 0;  // breaks ties between equally loaded endpoints round-robin
   std::mt19937_64 rng_;
   int64_t attempts_ = 0;
 };

@@ -102,6 +102,11 @@ void MetricsRegistry::gauge_callback(const std::string& name, const Labels& labe
   family(name, Kind::kGauge).callbacks[render_labels(labels)] = std::move(read);
 }
 
+void MetricsRegistry::counter_callback(const std::string& name, const Labels& labels, std::function<double()> read) {
+  std::lock_guard lock(mutex_);
+  family(name, Kind::kCounter).callbacks[render_labels(labels)] = std::move(read);
+}
+
 double MetricsRegistry::value(const std::string& name, const Labels& labels) const {
   std::lock_guard lock(mutex_);
   auto it = families_.find(name);

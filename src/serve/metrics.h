@@ -24,6 +24,8 @@ class MetricsRegistry {
   void observe(const std::string& name, const Labels& labels, double value);       // histogram
   // A gauge read when the metrics are rendered (queue depth, in-flight requests).
   void gauge_callback(const std::string& name, const Labels& labels, std::function<double()> read);
+  // A counter kept elsewhere (a client's per-endpoint totals), read when the metrics are rendered.
+  void counter_callback(const std::string& name, const Labels& labels, std::function<double()> read);
 
   // Current value of a counter or gauge series (0 if absent); a histogram's count. For tests and the bench.
   double value(const std::string& name, const Labels& labels) const;

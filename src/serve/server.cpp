@@ -20,6 +20,8 @@
 #include "route/threshold.h"
 #include "serve/batcher.h"
 #include "serve/categories.h"
+#include "serve/fleet_metrics.h"
+#include "guard/remote_guard.h"
 #include "serve/generator_api.h"
 #include "serve/metrics.h"
 #include "serve/upstream_stream.h"
@@ -39,7 +41,7 @@ bool is_openai_moderation_alias(const std::string& name) {
 }
 
 const std::vector<std::string> kEndpoints = {"/v1/moderations", "/v1/guard", "/v1/models", "/v1/completions",
-                                             "/v1/chat/completions",
+                                             "/v1/chat/completions", "/v1/router/window",
                                              "/healthz",        "/readyz",   "/metrics"};
 
 std::string endpoint_label(const std::string& path) {
@@ -150,6 +152,9 @@ struct GuardServer::Impl {
       metrics.gauge_callback("guardkit_queue_depth", {{"model", guards[i].name}},
                              [batcher] { return static_cast<double>(batcher->queue_depth()); });
     }
+    for (const auto& g : guards)
+      if (auto* remote = dynamic_cast<guard::RemoteGuard*>(g.guard.get()))
+        add_upstream_endpoint_metrics(metrics, g.name, remote->client());
     metrics.gauge_callback("guardkit_in_flight_requests", {}, [this] { return static_cast<double>(in_flight.load()); });
     metrics.gauge_callback("guardkit_ready", {}, [this] { return started && !draining ? 1.0 : 0.0; });
     setup_routes();
@@ -425,6 +430,8 @@ struct GuardServer::Impl {
   std::pair<double, std::string> route_epsilon(const GuardRequest& request) {
     if (request.epsilon) return {*request.epsilon, "request"};
     std::lock_guard lock(router_mutex);
+    if (request.budget && !config.budget_reference.empty())
+      return {route::threshold_for_share(config.budget_reference, *request.budget), "budget (shared window)"};
     if (request.budget) {
       if (recent_router_scores.size() >= config.budget_min_scores) {
         std::vector<double> window(recent_router_scores.begin(), recent_router_scores.end());
@@ -957,6 +964,11 @@ struct GuardServer::Impl {
     http.Post("/v1/chat/completions",
               route("/v1/chat/completions", true, [this](auto& q, auto& s, auto& r) { chat_completions(q, s, r); }));
     http.Get("/v1/models", route("/v1/models", true, [this](auto& q, auto& s, auto& r) { models(q, s, r); }));
+    // This replica's budget window, for replicas that share it (serve --budget-reference URL).
+    http.Get("/v1/router/window", route("/v1/router/window", true, [this](auto&, auto& s, auto&) {
+               std::lock_guard lock(router_mutex);
+               write_json(s, 200, {{"scores", std::vector<double>(recent_router_scores.begin(), recent_router_scores.end())}});
+             }));
     http.Get("/healthz", route("/healthz", false, [this](auto&, auto& s, auto&) {
                write_json(s, 200, {{"status", "ok"}});
              }));
@@ -1011,6 +1023,11 @@ GuardServer::~GuardServer() { stop(); }
 int GuardServer::start() { return impl_->start(); }
 void GuardServer::stop() { impl_->stop(); }
 int GuardServer::port() const { return impl_->bound_port; }
+void GuardServer::drain() { impl_->draining = true; }
+void GuardServer::set_budget_reference(std::vector<double> scores) {
+  std::lock_guard lock(impl_->router_mutex);
+  impl_->config.budget_reference = std::move(scores);
+}
 bool GuardServer::ready() const { return impl_->started && !impl_->draining; }
 MetricsRegistry& GuardServer::metrics() { return impl_->metrics; }
 

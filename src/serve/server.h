@@ -74,6 +74,10 @@ struct ServerConfig {
   std::optional<double> route_threshold;
   size_t budget_window = 1024;
   size_t budget_min_scores = 32;  // fewer scores seen than this: a budget falls back to the default ε
+  // A fleet's shared budget window: when not empty, budgets are quantiles of these router scores (a calibration set
+  // scored offline, or another replica's window: GET /v1/router/window) instead of this server's own recent scores,
+  // so every replica turns a budget into the same ε. Replaced at run time by GuardServer::set_budget_reference.
+  std::vector<double> budget_reference;
 
   // POST /v1/completions (OpenAI's legacy completions, with logprobs as RemoteGuard reads them) and, unless an
   // upstream is configured (the guarded proxy wins), POST /v1/chat/completions (chat template, chat-shaped logprobs)
@@ -126,6 +130,11 @@ class GuardServer {
   // Graceful: /readyz turns 503, the listener closes, every request already accepted (queued or in a batch) is
   // answered, then the batchers stop. Idempotent; safe from any thread but a request handler.
   void stop();
+  // The first half of a drain: /readyz turns 503 while requests are still accepted and answered, so load balancers
+  // and Kubernetes endpoints take this replica out before stop() closes the listener.
+  void drain();
+  // Replaces ServerConfig::budget_reference (a refreshed shared window); thread-safe.
+  void set_budget_reference(std::vector<double> scores);
 
   int port() const;
   bool ready() const;

@@ -1,6 +1,7 @@
 // OpenAIClient against real httplib servers on 127.0.0.1: good answers (completions and chat, logprobs, auth, URL
 // prefix), a stalling server, 500s then success, 429 with Retry-After, garbage bodies, a refused port, the shared
-// concurrency limit and connection reuse. Short timeouts and bounded retries keep the file to a few seconds.
+// concurrency limit and connection reuse; a fleet of endpoints (spreading, per-endpoint limits, ejection and return).
+// Short timeouts and bounded retries keep the file to a few seconds.
 #include <gtest/gtest.h>
 #include <httplib.h>
 
@@ -306,4 +307,92 @@ TEST(OpenAIClient, ConcurrencyLimitAndConnectionReuse) {
   EXPECT_LE(max_in_flight.load(), 2);
   // 24 requests over at most 2 pooled keep-alive connections: 2 client ports (one spare for a racing reconnect).
   EXPECT_LE(client_ports.size(), 3u);
+}
+
+// A fleet of three endpoints: requests go to the least loaded one, never more than its own limit at once; the
+// slow endpoint gets fewer of them.
+TEST(OpenAIClient, FleetSpreadsByLeastOutstandingWithinEachEndpointsLimit) {
+  struct Endpoint {
+    LoopbackServer server;
+    std::atomic<int> in_flight{0}, max_in_flight{0}, served{0};
+  };
+  std::vector<std::unique_ptr<Endpoint>> endpoints;
+  std::string urls;
+  for (int i = 0; i < 3; ++i) {
+    endpoints.push_back(std::make_unique<Endpoint>());
+    Endpoint* e = endpoints.back().get();
+    const int delay_ms = i == 0 ? 60 : 10;
+    e->server.server.Post("/v1/completions", [e, delay_ms](const httplib::Request&, httplib::Response& res) {
+      const int now = ++e->in_flight;
+      int seen = e->max_in_flight.load();
+      while (now > seen && !e->max_in_flight.compare_exchange_weak(seen, now)) {}
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+      ++e->served;
+      --e->in_flight;
+      res.set_content(R"({"choices":[{"text":"ok"}]})", "application/json");
+    });
+    urls += (i ? "," : "") + e->server.url();
+  }
+  auto options = fast_options(urls);
+  options.timeout_s = 2.0;
+  options.max_concurrency = 6;
+  options.max_concurrency_per_endpoint = 2;
+  io::OpenAIClient client(options);
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 6; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 6; ++i) ok += client.complete("m", "p").choices[0].text == "ok";
+    });
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(ok.load(), 36);
+  for (const auto& e : endpoints) {
+    EXPECT_LE(e->max_in_flight.load(), 2);
+    EXPECT_GT(e->served.load(), 0);
+  }
+  EXPECT_LT(endpoints[0]->served.load(), endpoints[1]->served.load());
+  EXPECT_LT(endpoints[0]->served.load(), endpoints[2]->served.load());
+  const auto status = client.endpoints();
+  ASSERT_EQ(status.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(status[i].url, endpoints[i]->server.url());
+    EXPECT_EQ(status[i].requests, endpoints[i]->served.load());
+    EXPECT_EQ(status[i].failures, 0);
+  }
+}
+
+// An endpoint answering 500s is taken out after its first failure (its requests retried at once on the other, so
+// every call succeeds), and brought back by a trial request once it answers again.
+TEST(OpenAIClient, FleetEjectsAFailingEndpointAndBringsItBack) {
+  LoopbackServer good, flaky;
+  std::atomic<bool> broken{true};
+  std::atomic<int> flaky_requests{0};
+  serve_completions(good.server, "/v1/completions");
+  flaky.server.Post("/v1/completions", [&](const httplib::Request& req, httplib::Response& res) {
+    ++flaky_requests;
+    if (broken) {
+      res.status = 500;
+      res.set_content(R"({"error":"down"})", "application/json");
+      return;
+    }
+    res.set_content(R"({"choices":[{"text":"flaky ok"}]})", "application/json");
+  });
+  auto options = fast_options(flaky.url() + "," + good.url());
+  options.api_key = "secret";
+  options.eject_after_failures = 1;
+  options.eject_s = 1.0;
+  options.max_retries = 1;
+  io::OpenAIClient client(options);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(client.complete("m", "p").choices[0].text, "echo0:p");
+  EXPECT_EQ(flaky_requests.load(), 1) << "the failing endpoint should be out after its first failure";
+  EXPECT_FALSE(client.endpoints()[0].healthy);
+  EXPECT_EQ(client.endpoints()[0].ejections, 1);
+
+  broken = false;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  int from_flaky = 0;
+  for (int i = 0; i < 8; ++i) from_flaky += client.complete("m", "p").choices[0].text == "flaky ok";
+  EXPECT_GE(from_flaky, 3) << "the endpoint should be back in the rotation";
+  EXPECT_TRUE(client.endpoints()[0].healthy);
+  EXPECT_EQ(client.endpoints()[0].ejections, 1);
 }

@@ -11,6 +11,7 @@
 #include "eval/evaluate.h"
 #include "guard/registry.h"
 #include "util/error.h"
+#include "util/shard.h"
 #include "util/paths.h"
 
 namespace guardkit::cli {
@@ -26,6 +27,7 @@ struct EvalCommandOptions {
   std::string predictions_dir;
   eval::EvalOptions eval;
   bool no_progress = false;
+  std::string shard;
 };
 
 void run_eval(EvalCommandOptions& options) {
@@ -44,6 +46,14 @@ void run_eval(EvalCommandOptions& options) {
   }
 
   std::shared_ptr<guard::Guard> guard = registry.guard(options.model);
+  if (const Shard shard = parse_shard(options.shard); shard.sharded()) {
+    eval::score_eval_shard(*guard, options.datasets, options.eval, shard);
+    fmt::print(stderr,
+               "shard {} scored into {}; when every shard is done: guardkit merge --out MERGED <shard folders>, then "
+               "the same eval with --predictions MERGED (and no --shard) reports on every row\n",
+               shard.label(), options.predictions_dir);
+    return;
+  }
   eval::EvalReport report = eval::evaluate(*guard, options.datasets, options.eval);
   const std::string markdown = eval::report_to_markdown(report);
   fmt::print("{}", markdown);
@@ -76,6 +86,9 @@ void add_eval_command(CLI::App& app, GlobalOptions& global) {
                   "Value of a 0/0 precision/recall/F1 (scikit-learn's default behaves as 0; HarmAug uses 1)")
       ->capture_default_str();
   cmd->add_flag("--no-progress", options->no_progress, "No progress bar on stderr");
+  cmd->add_option("--shard", options->shard,
+                  "Score only shard K of N (K/N, K from 0; auto: from $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT or "
+                  "$JOB_COMPLETION_INDEX) into --predictions; join the shards with `guardkit merge`");
   cmd->callback([options]() { run_eval(*options); });
 }
 

@@ -1,5 +1,6 @@
 // `guardkit serve`: the OpenAI-compatible guard server (serve/server.h) over guards from the models file or model
-// folders named directly. Runs until SIGINT/SIGTERM, then stops gracefully (every accepted request is answered).
+// folders named directly. Runs until SIGINT/SIGTERM, then drains (/readyz 503 for --drain-seconds while still
+// answering, so load balancers take the replica out) and stops gracefully (every accepted request is answered).
 #include <spdlog/spdlog.h>
 
 #include <csignal>
@@ -22,6 +23,7 @@
 #include "text/tokenizer.h"
 #include "route/baselines.h"
 #include "route/router.h"
+#include "serve/budget_reference.h"
 #include "serve/process.h"
 #include "serve/server.h"
 #include "util/error.h"
@@ -53,6 +55,9 @@ struct ServeOptions {
   std::string router;  // a SafeRoute router folder, or a baseline name (entropy, small_only, large_only, random)
   double route_threshold = -1;  // < 0: the router's default ε
   size_t budget_window = 1024;
+  std::string budget_reference;  // a feature cache, a scores JSON file or a URL shared by a fleet
+  double budget_refresh_s = 30;
+  double drain_seconds = 0;
   int max_batch = 16;
   int workers = 0;  // 0 = auto (see choose_workers_and_threads)
   double max_wait_ms = 2.0;
@@ -109,6 +114,13 @@ int choose_workers_and_threads(int requested, const GlobalOptions& global, bool 
     return std::min(cores, 8);
   }
   return std::max(1, cores / std::max(1, at::get_num_threads()));
+}
+
+// The key a replica sends when it fetches a shared budget window from another: $GUARDKIT_BUDGET_API_KEY, else its
+// own first accepted key (a fleet usually shares them).
+std::string budget_api_key(const serve::ServerConfig& config) {
+  if (const char* key = std::getenv("GUARDKIT_BUDGET_API_KEY"); key && *key) return key;
+  return config.api_keys.empty() ? "" : config.api_keys.front();
 }
 
 void run_serve(const ServeOptions& o, const GlobalOptions& global) {
@@ -171,6 +183,12 @@ void run_serve(const ServeOptions& o, const GlobalOptions& global) {
     }
     if (o.route_threshold >= 0) config.route_threshold = o.route_threshold;
     config.budget_window = o.budget_window;
+    if (!o.budget_reference.empty()) {
+      config.budget_reference = serve::load_budget_reference(o.budget_reference, *config.router, budget_api_key(config));
+      spdlog::info("budgets over the shared window {} ({} scores)", o.budget_reference, config.budget_reference.size());
+    }
+  } else if (!o.budget_reference.empty()) {
+    fail("serve: --budget-reference needs --router");
   }
   // The generator: --generator, else the models file's top-level "generator" (a name or a folder).
   std::string generator = o.generator;
@@ -230,9 +248,29 @@ void run_serve(const ServeOptions& o, const GlobalOptions& global) {
   int port = server.start();
   fmt::print(stderr, "guardkit serve: http://{}:{} (small: {}{}); Ctrl-C stops gracefully\n", o.host, port,
              config.small_model, config.large_model.empty() ? "" : ", large: " + config.large_model);
+  std::unique_ptr<serve::BudgetReferenceRefresher> refresher;
+  if (serve::is_url(o.budget_reference))
+    refresher = std::make_unique<serve::BudgetReferenceRefresher>(
+        o.budget_reference, budget_api_key(config),
+        std::chrono::milliseconds(static_cast<int64_t>(o.budget_refresh_s * 1000.0)), *config.router,
+        [&server](std::vector<double> scores) { server.set_budget_reference(std::move(scores)); });
   int received = 0;
   sigwait(&signals, &received);
-  spdlog::info("signal {}: draining in-flight requests", received);
+  server.drain();
+  spdlog::info("signal {}: draining: /readyz answers 503{}", received,
+               o.drain_seconds > 0 ? fmt::format("; still serving for {} s while load balancers take this replica out",
+                                                 o.drain_seconds)
+                                   : "");
+  if (o.drain_seconds > 0) {
+    // A second signal ends the wait early.
+    const auto seconds = std::chrono::duration<double>(o.drain_seconds);
+    const auto whole = std::chrono::duration_cast<std::chrono::seconds>(seconds);
+    timespec wait{static_cast<time_t>(whole.count()),
+                  static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(seconds - whole).count())};
+    sigtimedwait(&signals, nullptr, &wait);
+  }
+  spdlog::info("closing the listener; answering the requests in flight");
+  refresher.reset();
   server.stop();
 }
 
@@ -275,6 +313,17 @@ void add_serve_command(CLI::App& app, GlobalOptions& global) {
   cmd->add_option("--route-threshold", options->route_threshold, "ε when a request names none (default: the router's)");
   cmd->add_option("--budget-window", options->budget_window, "Recent router scores a request's budget is computed over")
       ->capture_default_str();
+  cmd->add_option("--budget-reference", options->budget_reference,
+                  "Shared budget window for a fleet: a feature cache (route features), a JSON file of router scores, "
+                  "or a URL answering one (another replica's /v1/router/window); budgets use it instead of this "
+                  "replica's own recent scores");
+  cmd->add_option("--budget-refresh-s", options->budget_refresh_s, "How often a --budget-reference URL is refetched")
+      ->capture_default_str()->check(CLI::Range(0.1, 86400.0));
+  cmd->add_option("--drain-seconds", options->drain_seconds,
+                  "On SIGTERM keep serving this long with /readyz 503 before closing the listener (load balancers "
+                  "and Kubernetes endpoints take the replica out meanwhile; keep it below terminationGracePeriodSeconds "
+                  "minus --timeout-ms)")
+      ->capture_default_str()->check(CLI::Range(0.0, 3600.0));
   cmd->add_option("--max-batch", options->max_batch, "Conversations per forward pass (1: batching off)")
       ->capture_default_str()->check(CLI::Range(1, 4096));
   cmd->add_option("--workers", options->workers,
