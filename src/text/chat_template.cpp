@@ -13,10 +13,11 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
-ojson read_json_file(const fs::path& path) {
+// A plain (sorted) json: tokenizer.json's vocabulary has 10^5 keys, too many for ordered_json's linear inserts.
+nlohmann::json read_json_file(const fs::path& path) {
   try {
-    return ojson::parse(read_file(path));
-  } catch (const ojson::exception& e) {
+    return nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
     fail("{}: not valid JSON ({})", path.string(), e.what());
   }
 }
@@ -25,20 +26,20 @@ ojson read_json_file(const fs::path& path) {
 // AddedToken object {"content": ...}; additional_special_tokens as a list.
 ojson special_token_variables(const fs::path& dir) {
   ojson tokens = ojson::object();
-  auto take = [&](const ojson& config) {
+  auto take = [&](const nlohmann::json& config) {
     if (!config.is_object()) return;
     for (const char* key : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
       if (tokens.contains(key) || !config.contains(key)) continue;
-      const ojson& v = config[key];
-      if (v.is_string()) tokens[key] = v;
-      if (v.is_object() && v.contains("content") && v["content"].is_string()) tokens[key] = v["content"];
+      const nlohmann::json& v = config[key];
+      if (v.is_string()) tokens[key] = v.get<std::string>();
+      if (v.is_object() && v.contains("content") && v["content"].is_string()) tokens[key] = v["content"].get<std::string>();
     }
     if (!tokens.contains("additional_special_tokens") && config.contains("additional_special_tokens") &&
         config["additional_special_tokens"].is_array()) {
       ojson list = ojson::array();
-      for (const ojson& v : config["additional_special_tokens"]) {
-        if (v.is_string()) list.push_back(v);
-        if (v.is_object() && v.contains("content") && v["content"].is_string()) list.push_back(v["content"]);
+      for (const nlohmann::json& v : config["additional_special_tokens"]) {
+        if (v.is_string()) list.push_back(v.get<std::string>());
+        if (v.is_object() && v.contains("content") && v["content"].is_string()) list.push_back(v["content"].get<std::string>());
       }
       tokens["additional_special_tokens"] = list;
     }
@@ -52,20 +53,20 @@ ojson special_token_variables(const fs::path& dir) {
 // added_tokens_decoder entries marked "special", plus the special_tokens_map values.
 std::vector<std::string> special_token_texts(const fs::path& dir, const ojson& variables) {
   std::vector<std::string> texts;
-  auto add_marked = [&](const ojson& entries) {
-    auto one = [&](const ojson& token) {
+  auto add_marked = [&](const nlohmann::json& entries) {
+    auto one = [&](const nlohmann::json& token) {
       if (token.is_object() && token.value("special", false) && token.contains("content") && token["content"].is_string())
         texts.push_back(token["content"]);
     };
-    if (entries.is_array()) for (const ojson& token : entries) one(token);
+    if (entries.is_array()) for (const nlohmann::json& token : entries) one(token);
     if (entries.is_object()) for (const auto& [id, token] : entries.items()) one(token);
   };
   if (fs::exists(dir / "tokenizer.json")) {
-    const ojson tokenizer = read_json_file(dir / "tokenizer.json");
+    const nlohmann::json tokenizer = read_json_file(dir / "tokenizer.json");
     if (tokenizer.contains("added_tokens")) add_marked(tokenizer["added_tokens"]);
   }
   if (fs::exists(dir / "tokenizer_config.json")) {
-    const ojson config = read_json_file(dir / "tokenizer_config.json");
+    const nlohmann::json config = read_json_file(dir / "tokenizer_config.json");
     if (config.contains("added_tokens_decoder")) add_marked(config["added_tokens_decoder"]);
   }
   for (const auto& [key, value] : variables.items()) {
@@ -120,12 +121,12 @@ std::optional<ChatTemplate> ChatTemplate::from_dir(const fs::path& dir, const st
     if (!name.empty()) fail("{}: no chat template named '{}' (no tokenizer_config.json)", dir.string(), name);
     return std::nullopt;
   }
-  const ojson config = read_json_file(config_path);
+  const nlohmann::json config = read_json_file(config_path);
   if (!config.is_object() || !config.contains("chat_template") || config["chat_template"].is_null()) {
     if (!name.empty()) fail("{}: no chat template named '{}'", config_path.string(), name);
     return std::nullopt;
   }
-  const ojson& entry = config["chat_template"];
+  const nlohmann::json& entry = config["chat_template"];
   if (entry.is_string()) {
     if (!name.empty() && name != "default")
       fail("{}: has a single chat template, not one named '{}'", config_path.string(), name);
@@ -133,7 +134,7 @@ std::optional<ChatTemplate> ChatTemplate::from_dir(const fs::path& dir, const st
   }
   if (!entry.is_array()) fail("{}: \"chat_template\" must be a string or a list of {{name, template}}", config_path.string());
   std::vector<std::string> names;
-  for (const ojson& named : entry) {
+  for (const nlohmann::json& named : entry) {
     if (!named.is_object() || !named.contains("name") || !named["name"].is_string() || !named.contains("template") ||
         !named["template"].is_string())
       fail("{}: every entry of \"chat_template\" must be {{\"name\": ..., \"template\": ...}}", config_path.string());
