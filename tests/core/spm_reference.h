@@ -19,8 +19,9 @@ inline bool have_command(const std::string& name) {
   return std::system(probe.c_str()) == 0;
 }
 
-// Runs a shell command and returns its stdout; fails the test when it exits non-zero.
-inline std::string run_command(const std::string& command) {
+// Runs a shell command and returns its stdout; fails the test when it exits non-zero (test_util.h's run_command
+// returns the exit status instead).
+inline std::string run_checked(const std::string& command) {
   std::string out;
   FILE* pipe = ::popen(command.c_str(), "r");
   if (!pipe) {
@@ -63,7 +64,7 @@ inline std::vector<std::vector<int32_t>> spm_encode_ids(const std::filesystem::p
   const auto input = work / "spm_input.txt";
   write_lines(input, lines);
   const auto output =
-      run_command("spm_encode --minloglevel=2 --model='" + model.string() + "' --output_format=id --input='" +
+      run_checked("spm_encode --minloglevel=2 --model='" + model.string() + "' --output_format=id --input='" +
                   input.string() + "' 2>/dev/null");
   std::vector<std::vector<int32_t>> result;
   for (const auto& line : split_lines(output)) result.push_back(parse_ids(line));
@@ -77,7 +78,7 @@ inline std::vector<std::vector<std::string>> spm_encode_pieces(const std::filesy
   const auto input = work / "spm_input.txt";
   write_lines(input, lines);
   const auto output =
-      run_command("spm_encode --minloglevel=2 --model='" + model.string() + "' --output_format=piece --input='" +
+      run_checked("spm_encode --minloglevel=2 --model='" + model.string() + "' --output_format=piece --input='" +
                   input.string() + "' 2>/dev/null");
   std::vector<std::vector<std::string>> result;
   for (const auto& line : split_lines(output)) {
@@ -102,7 +103,7 @@ inline std::vector<std::string> spm_decode_ids(const std::filesystem::path& mode
   }
   const auto input = work / "spm_decode_input.txt";
   write_lines(input, lines);
-  return split_lines(run_command("spm_decode --minloglevel=2 --model='" + model.string() +
+  return split_lines(run_checked("spm_decode --minloglevel=2 --model='" + model.string() +
                                  "' --input_format=id --input='" + input.string() + "' 2>/dev/null"));
 }
 

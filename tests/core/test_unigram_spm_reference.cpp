@@ -99,7 +99,7 @@ TEST_P(UnigramTrainedModels, MatchSpmEncode) {
   }
   test::write_lines(work / "corpus.txt", corpus);
   const auto prefix = work / "m";
-  test::run_command("spm_train --minloglevel=2 --input='" + (work / "corpus.txt").string() + "' --model_prefix='" +
+  test::run_checked("spm_train --minloglevel=2 --input='" + (work / "corpus.txt").string() + "' --model_prefix='" +
                     prefix.string() +
                     "' --model_type=unigram --vocab_size=600 --hard_vocab_limit=false --num_threads=1 "
                     "--character_coverage=0.98 " +
